@@ -1,0 +1,11 @@
+DROP TABLE rate_limits;
+DROP TABLE settings;
+DROP TABLE signing_keys;
+DROP TABLE refresh_tokens;
+DROP TABLE access_tokens;
+DROP TABLE authorization_codes;
+DROP TABLE verification_tickets;
+DROP TABLE otp_codes;
+DROP TABLE accounts;
+DROP TABLE users;
+DROP TABLE applications;

@@ -1,0 +1,50 @@
+//! Registered client applications.
+
+use diesel::prelude::*;
+
+use super::schema::applications;
+use super::{DbConn, DbResult};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = applications)]
+pub struct ClientRow {
+    pub client_id: String,
+    pub secret_hash: Option<String>,
+    pub name: String,
+    pub client_type: String,
+    /// Space-separated lists.
+    pub grant_types: String,
+    pub redirect_uris: String,
+    pub scopes: String,
+    pub default_scope: String,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+}
+
+pub fn insert(conn: &mut DbConn, row: &ClientRow) -> DbResult<()> {
+    diesel::insert_into(applications::table)
+        .values(row)
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn find(conn: &mut DbConn, client_id: &str) -> DbResult<Option<ClientRow>> {
+    Ok(applications::table
+        .filter(applications::client_id.eq(client_id))
+        .select(ClientRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn list(conn: &mut DbConn) -> DbResult<Vec<ClientRow>> {
+    Ok(applications::table
+        .order(applications::created_at.asc())
+        .select(ClientRow::as_select())
+        .load(conn)?)
+}
+
+pub fn delete(conn: &mut DbConn, client_id: &str) -> DbResult<bool> {
+    let n = diesel::delete(applications::table.filter(applications::client_id.eq(client_id)))
+        .execute(conn)?;
+    Ok(n == 1)
+}

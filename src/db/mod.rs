@@ -1,0 +1,296 @@
+//! Storage: one diesel `MultiConnection` over SQLite and (with the `mysql`
+//! feature) MySQL/MariaDB, an r2d2 pool, embedded migrations per backend, and
+//! one file of queries per table. Nothing here knows about HTTP or OAuth.
+
+pub mod clients;
+pub mod codes;
+pub mod keys;
+pub mod rate_limits;
+pub mod schema;
+pub mod settings;
+pub mod tickets;
+pub mod tokens;
+pub mod users;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{self, ManageConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::{Connection, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+#[cfg(feature = "mysql")]
+use diesel::MysqlConnection;
+
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Sqlite(SqliteConnection),
+    #[cfg(feature = "mysql")]
+    Mysql(MysqlConnection),
+}
+
+pub type Pool = r2d2::Pool<Manager>;
+pub type PooledConn = r2d2::PooledConnection<Manager>;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+#[cfg(feature = "mysql")]
+const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+
+/// Storage errors, as the layers above need to tell them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database cannot be reached (pool timeout, lost connection).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique index refused the row; the message names the index.
+    #[error("unique constraint violated: {0}")]
+    Conflict(String),
+    /// A concurrent transaction won (deadlock, serialization failure):
+    /// the caller lost the race and must not treat its write as done.
+    #[error("transaction lost a race: {0}")]
+    Contention(String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+impl From<DieselError> for DbError {
+    fn from(err: DieselError) -> Self {
+        match &err {
+            DieselError::DatabaseError(kind, info) => {
+                let message = info.message().to_string();
+                match kind {
+                    DatabaseErrorKind::UniqueViolation => DbError::Conflict(message),
+                    DatabaseErrorKind::SerializationFailure => DbError::Contention(message),
+                    DatabaseErrorKind::ClosedConnection => DbError::Unavailable(message),
+                    _ if is_connection_loss(&message) => DbError::Unavailable(message),
+                    _ if is_contention(&message) => DbError::Contention(message),
+                    _ => DbError::Other(message),
+                }
+            }
+            DieselError::BrokenTransactionManager => DbError::Unavailable(err.to_string()),
+            _ => DbError::Other(err.to_string()),
+        }
+    }
+}
+
+impl From<r2d2::PoolError> for DbError {
+    fn from(err: r2d2::PoolError) -> Self {
+        DbError::Unavailable(err.to_string())
+    }
+}
+
+// MySQL client errors 2006/2013 and friends arrive as `Unknown` with only a message.
+fn is_connection_loss(message: &str) -> bool {
+    const SIGNS: [&str; 6] = [
+        "server has gone away",
+        "Lost connection",
+        "Can't connect",
+        "Connection refused",
+        "connection was killed",
+        "Server shutdown",
+    ];
+    SIGNS.iter().any(|s| message.contains(s))
+}
+
+// SQLite's "database is locked" after the busy timeout, MySQL's lock wait timeout and deadlock.
+fn is_contention(message: &str) -> bool {
+    message.contains("database is locked")
+        || message.contains("Deadlock found")
+        || message.contains("Lock wait timeout")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Mysql,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Mysql => "mysql",
+        }
+    }
+}
+
+/// A database URL checked for its scheme, so that start-up names the real
+/// problem instead of trying every backend in turn.
+#[derive(Debug, Clone)]
+pub struct DbUrl {
+    pub backend: Backend,
+    /// What the driver gets: a file path for SQLite, the URL for MySQL.
+    target: String,
+}
+
+impl DbUrl {
+    pub fn parse(url: &str) -> Result<DbUrl, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file path, e.g. sqlite://phonekey.db".into());
+            }
+            return Ok(DbUrl {
+                backend: Backend::Sqlite,
+                target: path.to_string(),
+            });
+        }
+        if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            if !cfg!(feature = "mysql") {
+                return Err(
+                    "this build has no MySQL support; rebuild with `--features mysql`".into(),
+                );
+            }
+            let url = url.replacen("mariadb://", "mysql://", 1);
+            let parsed = url::Url::parse(&url).map_err(|e| format!("not a valid URL: {e}"))?;
+            if parsed.host_str().unwrap_or("").is_empty() {
+                return Err("mysql:// URL needs a host".into());
+            }
+            return Ok(DbUrl {
+                backend: Backend::Mysql,
+                target: url,
+            });
+        }
+        Err("must start with sqlite:// or mysql://".into())
+    }
+}
+
+/// Opens connections for the pool and prepares each one for our workload.
+#[derive(Debug)]
+pub struct Manager {
+    url: DbUrl,
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConn;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConn, r2d2::Error> {
+        match self.url.backend {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(&self.url.target)
+                    .map_err(r2d2::Error::ConnectionError)?;
+                // WAL lets readers run beside the one writer; NORMAL is durable
+                // across process crashes, which is what WAL needs.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConn::Sqlite(conn))
+            }
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => {
+                let mut conn = MysqlConnection::establish(&self.url.target)
+                    .map_err(r2d2::Error::ConnectionError)?;
+                // Single-use updates rely on seeing the latest committed row.
+                conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConn::Mysql(conn))
+            }
+            #[cfg(not(feature = "mysql"))]
+            Backend::Mysql => Err(r2d2::Error::ConnectionError(
+                diesel::ConnectionError::BadConnection("built without MySQL support".into()),
+            )),
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConn) -> bool {
+        false
+    }
+}
+
+impl DbConn {
+    pub fn backend(&self) -> Backend {
+        match self {
+            DbConn::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "mysql")]
+            DbConn::Mysql(_) => Backend::Mysql,
+        }
+    }
+
+    /// A transaction for writes; an `Err` from `f` rolls it back. On SQLite it
+    /// takes the write lock up front, so that a transaction that reads before
+    /// it writes waits for the lock instead of failing with "database is locked".
+    pub fn write_tx<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        E: From<DbError>,
+        F: FnOnce(&mut DbConn) -> Result<T, E>,
+    {
+        enum TxError<E> {
+            App(E),
+            Diesel(DieselError),
+        }
+        impl<E> From<DieselError> for TxError<E> {
+            fn from(e: DieselError) -> Self {
+                TxError::Diesel(e)
+            }
+        }
+        let sqlite = self.backend() == Backend::Sqlite;
+        let result = self.transaction::<T, TxError<E>, _>(|conn| {
+            if sqlite {
+                // MultiConnection's transaction manager issues a plain BEGIN;
+                // a write as the first statement takes the lock now.
+                conn.batch_execute("UPDATE settings SET value = value WHERE 0")?;
+            }
+            f(conn).map_err(TxError::App)
+        });
+        result.map_err(|e| match e {
+            TxError::App(e) => e,
+            TxError::Diesel(e) => E::from(DbError::from(e)),
+        })
+    }
+
+    /// Inserts a row unless its primary key exists (`sql` is the column list
+    /// and VALUES part, the same on every backend).
+    pub(crate) fn insert_ignore_sql(&self, table: &str, columns_and_values: &str, key: &str) -> String {
+        match self.backend() {
+            Backend::Sqlite => format!("INSERT INTO {table} {columns_and_values} ON CONFLICT ({key}) DO NOTHING"),
+            Backend::Mysql => format!("INSERT INTO {table} {columns_and_values} ON DUPLICATE KEY UPDATE {key} = {key}"),
+        }
+    }
+}
+
+pub struct PoolOptions {
+    pub max_size: u32,
+    pub connect_timeout: Duration,
+}
+
+/// Builds the pool without waiting for the database: the server starts and
+/// answers 503 until the database is there.
+pub fn build_pool(url: &DbUrl, options: &PoolOptions) -> Pool {
+    let max_size = match url.backend {
+        // One writer at a time anyway; readers need few connections.
+        Backend::Sqlite => options.max_size.min(8),
+        Backend::Mysql => options.max_size,
+    };
+    r2d2::Pool::builder()
+        .max_size(max_size.max(1))
+        .min_idle(Some(0))
+        .connection_timeout(options.connect_timeout)
+        .build_unchecked(Manager { url: url.clone() })
+}
+
+/// Opens one connection now, to report a bad URL or an unreachable server at start-up.
+pub fn connect_once(url: &DbUrl) -> DbResult<DbConn> {
+    Manager { url: url.clone() }
+        .connect()
+        .map_err(|e| DbError::Unavailable(e.to_string()))
+}
+
+/// Applies the embedded migrations of the connection's backend; returns how many ran.
+pub fn migrate(conn: &mut DbConn) -> DbResult<usize> {
+    let ran = match conn {
+        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+        #[cfg(feature = "mysql")]
+        DbConn::Mysql(c) => c.run_pending_migrations(MYSQL_MIGRATIONS).map(|v| v.len()),
+    };
+    ran.map_err(|e| DbError::Other(format!("migration failed: {e}")))
+}

@@ -1,0 +1,90 @@
+//! Issued access tokens (by `jti`) and refresh tokens (by hash), grouped in
+//! families: every refresh token descends from one grant, and reuse of a spent
+//! one revokes the whole family.
+
+use diesel::prelude::*;
+
+use super::schema::{access_tokens, refresh_tokens};
+use super::{DbConn, DbResult};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = access_tokens)]
+pub struct AccessTokenRow {
+    pub jti: String,
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub scope: String,
+    pub family: Option<String>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = refresh_tokens)]
+pub struct RefreshTokenRow {
+    pub token_hash: String,
+    pub family: String,
+    pub parent_hash: Option<String>,
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub scope: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub revoked: bool,
+}
+
+pub fn insert_access(conn: &mut DbConn, row: &AccessTokenRow) -> DbResult<()> {
+    diesel::insert_into(access_tokens::table)
+        .values(row)
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn insert_refresh(conn: &mut DbConn, row: &RefreshTokenRow) -> DbResult<()> {
+    diesel::insert_into(refresh_tokens::table)
+        .values(row)
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn find_access(conn: &mut DbConn, jti: &str) -> DbResult<Option<AccessTokenRow>> {
+    Ok(access_tokens::table
+        .filter(access_tokens::jti.eq(jti))
+        .select(AccessTokenRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn find_refresh(conn: &mut DbConn, hash: &str) -> DbResult<Option<RefreshTokenRow>> {
+    Ok(refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(hash))
+        .select(RefreshTokenRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Spends a refresh token; false if it was already spent or revoked (someone else won).
+pub fn spend_refresh(conn: &mut DbConn, hash: &str, now: i64) -> DbResult<bool> {
+    let n = diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::token_hash.eq(hash))
+            .filter(refresh_tokens::used_at.is_null())
+            .filter(refresh_tokens::revoked.eq(false)),
+    )
+    .set(refresh_tokens::used_at.eq(now))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Revokes every refresh and access token of a family.
+pub fn revoke_family(conn: &mut DbConn, family: &str) -> DbResult<()> {
+    diesel::update(refresh_tokens::table.filter(refresh_tokens::family.eq(family)))
+        .set(refresh_tokens::revoked.eq(true))
+        .execute(conn)?;
+    diesel::update(access_tokens::table.filter(access_tokens::family.eq(family)))
+        .set(access_tokens::revoked.eq(true))
+        .execute(conn)?;
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Users and their phone accounts (the seed's profile).
+
+use diesel::prelude::*;
+
+use super::schema::{accounts, users};
+use super::{DbConn, DbResult};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = users)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub password_hash: Option<String>,
+    pub is_superuser: bool,
+    pub is_active: bool,
+    pub date_joined: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = accounts)]
+pub struct AccountRow {
+    pub user_id: String,
+    pub phone: String,
+    pub blood_group: String,
+    pub dob: Option<i64>,
+    pub address: String,
+    pub zip_code: String,
+    pub verified: bool,
+}
+
+/// Inserts a user and, if given, its account. Run inside a transaction:
+/// a unique violation on the account must not leave the user behind.
+pub fn insert(conn: &mut DbConn, user: &UserRow, account: Option<&AccountRow>) -> DbResult<()> {
+    diesel::insert_into(users::table).values(user).execute(conn)?;
+    if let Some(account) = account {
+        diesel::insert_into(accounts::table)
+            .values(account)
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// The active user whose account has this phone.
+pub fn find_by_phone(conn: &mut DbConn, phone: &str) -> DbResult<Option<UserRow>> {
+    Ok(users::table
+        .inner_join(accounts::table)
+        .filter(accounts::phone.eq(phone))
+        .filter(users::is_active.eq(true))
+        .select(UserRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn phone_taken(conn: &mut DbConn, phone: &str) -> DbResult<bool> {
+    let n: i64 = accounts::table
+        .filter(accounts::phone.eq(phone))
+        .count()
+        .get_result(conn)?;
+    Ok(n > 0)
+}
+
+pub fn find_by_username(conn: &mut DbConn, username: &str) -> DbResult<Option<UserRow>> {
+    Ok(users::table
+        .filter(users::username.eq(username))
+        .select(UserRow::as_select())
+        .first(conn)
+        .optional()?)
+}

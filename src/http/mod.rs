@@ -1,0 +1,122 @@
+//! HTTP: routes, shared state, and thin handlers that parse, call the domain
+//! on the blocking pool, and shape the response.
+
+mod body;
+mod client_ip;
+mod error;
+mod meta;
+mod otp;
+mod token;
+mod users;
+
+use std::sync::Arc;
+
+use actix_web::middleware::{Logger, NormalizePath, TrailingSlash};
+use actix_web::{web, HttpResponse};
+
+use crate::core::Core;
+use crate::db::{DbConn, DbError, Pool};
+use crate::error::{AppError, AppResult};
+use crate::sms::SmsProvider;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub core: Arc<Core>,
+    pub sms: Arc<dyn SmsProvider>,
+}
+
+impl AppState {
+    /// Runs `f` with a pooled connection on the blocking thread pool: diesel
+    /// never runs on an executor thread.
+    pub async fn blocking<T, F>(&self, f: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &Core) -> AppResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let core = self.core.clone();
+        web::block(move || {
+            let mut conn = pool.get().map_err(DbError::from)?;
+            f(&mut conn, &core)
+        })
+        .await
+        .map_err(|_| AppError::Internal("the blocking pool is gone".into()))?
+    }
+}
+
+/// Every route. Paths are registered without their trailing slash;
+/// `NormalizePath` makes both spellings work.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(post("/otp/getcode", otp::getcode))
+        .service(post("/otp/verifycode", otp::verifycode))
+        .service(
+            web::resource("/api/v1/user")
+                .route(web::put().to(users::create))
+                .route(web::post().to(users::create))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(post("/o/token", token::token))
+        .service(post("/o/extended_token", token::token))
+        .service(get("/.well-known/jwks.json", meta::jwks))
+        .service(get("/healthz", meta::healthz))
+        .service(get("/readyz", meta::readyz))
+        .default_service(web::to(not_found));
+}
+
+/// The middleware every app gets, around `configure`.
+pub fn app(state: AppState) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .app_data(web::Data::new(state))
+        .wrap(NormalizePath::new(TrailingSlash::Trim))
+        // %U: the path without the query string, so nothing secret reaches the log.
+        .wrap(
+            Logger::new("%a %{method}xi %U %s %b %Dms")
+                .custom_request_replace("method", |req| req.method().to_string())
+                .exclude("/healthz")
+                .log_target("phonekey::http"),
+        )
+        .configure(configure)
+}
+
+fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(method_not_allowed))
+}
+
+fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(method_not_allowed))
+}
+
+async fn not_found() -> AppResult<HttpResponse> {
+    Err(AppError::NotFound)
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed().json(serde_json::json!({
+        "error": "invalid_request",
+        "error_description": "this method is not allowed here",
+    }))
+}

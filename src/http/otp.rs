@@ -1,0 +1,63 @@
+//! `POST /otp/getcode/` and `POST /otp/verifycode/`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::body;
+use super::client_ip::client_ip;
+use super::AppState;
+use crate::error::{AppError, AppResult};
+use crate::sms::{self, SmsMessage};
+use crate::{otp, phone, users};
+
+fn phone_param(state: &AppState, body: &serde_json::Value) -> AppResult<String> {
+    let raw = body::required(body, "phone")?;
+    phone::normalize(&raw, state.core.config.default_region).ok_or(AppError::InvalidPhone)
+}
+
+pub async fn getcode(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> AppResult<HttpResponse> {
+    let body = body::object(&req, payload).await?;
+    let phone = phone_param(&state, &body)?;
+    let ip = client_ip(&req, &state.core.config.trusted_proxies);
+    let issued = {
+        let phone = phone.clone();
+        state
+            .blocking(move |conn, core| otp::issue_code(conn, core, &phone, &ip, core.now()))
+            .await?
+    };
+    let core = &state.core;
+    let message = SmsMessage {
+        body: sms::render(&core.config.sms.template, &core.config.issuer_host(), &issued.code),
+        to: phone.clone(),
+        code: issued.code,
+    };
+    if let Err(e) = state.sms.send(&message).await {
+        tracing::warn!(provider = state.sms.name(), error = %e, "SMS not sent; code dropped");
+        let id = issued.id;
+        state.blocking(move |conn, _| otp::drop_code(conn, &id)).await?;
+        return Err(AppError::SmsUnavailable);
+    }
+    // The same answer whether or not the phone has a user.
+    Ok(HttpResponse::Ok().json(json!({
+        "phone": phone,
+        "expires_in": issued.expires_in,
+        "resend_in": issued.resend_in,
+    })))
+}
+
+pub async fn verifycode(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> AppResult<HttpResponse> {
+    let body = body::object(&req, payload).await?;
+    let phone = phone_param(&state, &body)?;
+    let code = body::required(&body, "code")?;
+    let (ticket, user_exists) = state
+        .blocking(move |conn, core| {
+            let ticket = otp::verify_for_ticket(conn, core, &phone, &code, core.now())?;
+            Ok((ticket, users::phone_has_user(conn, &phone)?))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "secret_identifier": ticket.secret_identifier,
+        "expires_in": ticket.expires_in,
+        "user_exists": user_exists,
+    })))
+}

@@ -1,0 +1,42 @@
+//! `POST /o/token/` and `POST /o/extended_token/`: form bodies only (RFC 6749 §3.2).
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::body;
+use super::AppState;
+use crate::error::{AppError, AppResult};
+use crate::oauth::request::TokenRequest;
+use crate::oauth::{self, OAuthError};
+
+pub async fn token(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> AppResult<HttpResponse> {
+    if body::kind(&req)? != body::Kind::Form {
+        return Err(OAuthError::invalid_request("the token endpoint takes application/x-www-form-urlencoded").into());
+    }
+    let mut auth = req.headers().get_all(header::AUTHORIZATION);
+    let authorization = match (auth.next(), auth.next()) {
+        (None, _) => None,
+        (Some(value), None) => Some(value.to_str().map_err(|_| OAuthError::invalid_client(true))?.to_string()),
+        (Some(_), Some(_)) => return Err(OAuthError::invalid_request("more than one Authorization header").into()),
+    };
+    let bytes = body::read(payload, body::BODY_LIMIT).await?;
+    let request = TokenRequest::parse(&bytes, authorization.as_deref()).map_err(AppError::from)?;
+    let issued = state
+        .blocking(move |conn, core| oauth::token::token(core, conn, &request))
+        .await?;
+    let mut response = json!({
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "scope": issued.scope,
+    });
+    if let Some(refresh) = issued.refresh_token {
+        response["refresh_token"] = json!(refresh);
+    }
+    // RFC 6749 §5.1
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(response))
+}

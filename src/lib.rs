@@ -1,0 +1,78 @@
+//! phonekey: an OAuth 2.0 authorization server whose headline grant is
+//! phone-number login with an SMS one-time code.
+//!
+//! Layers, top to bottom: `http` (handlers) → `oauth`, `otp`, `users`
+//! (domain) → `db` (storage). `config`, `core`, `sms`, `secrets`, `phone` and
+//! `clock` serve them all.
+
+pub mod clock;
+pub mod config;
+pub mod core;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod oauth;
+pub mod otp;
+pub mod phone;
+pub mod secrets;
+pub mod sms;
+pub mod users;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::PoolOptions;
+use crate::http::AppState;
+
+/// Why the server could not start; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("DATABASE_URL: cannot use the database: {0}")]
+    Database(String),
+    #[error("DATABASE_URL: migrations failed: {0}")]
+    Migrate(String),
+    #[error("PHONEKEY_SMS_PROVIDER: {0}")]
+    Sms(String),
+    #[error("start-up failed: {0}")]
+    Other(String),
+}
+
+/// Connects, migrates, loads keys and builds the state that every request shares.
+pub fn prepare(config: Config, clock: SharedClock) -> Result<AppState, StartError> {
+    let mut conn = db::connect_once(&config.database).map_err(|e| StartError::Database(e.to_string()))?;
+    db::migrate(&mut conn).map_err(|e| StartError::Migrate(e.to_string()))?;
+    let sms = sms::from_config(&config).map_err(StartError::Sms)?;
+    let pool = db::build_pool(
+        &config.database,
+        &PoolOptions {
+            max_size: config.db_pool_size,
+            connect_timeout: config.db_timeout,
+        },
+    );
+    let core = core::Core::load(config, &mut conn, clock).map_err(|e| StartError::Other(e.to_string()))?;
+    Ok(AppState {
+        pool,
+        core: Arc::new(core),
+        sms,
+    })
+}
+
+/// Starts serving on `listener`; the returned server runs until stopped.
+pub fn serve(state: AppState, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
+    let workers = state
+        .core
+        .config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    // Enough blocking threads to keep every pooled connection busy, few
+    // enough that requests queue for a thread rather than for a connection.
+    let blocking = (state.pool.max_size() as usize / workers).max(2) + 2;
+    let server = actix_web::HttpServer::new(move || http::app(state.clone()))
+        .workers(workers)
+        .worker_max_blocking_threads(blocking)
+        .listen(listener)?
+        .run();
+    Ok(server)
+}

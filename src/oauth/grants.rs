@@ -1,0 +1,166 @@
+//! Grants that are ours (otp) or whose oxide-auth flow needs our request
+//! adapter (refresh_token). Each ends in the same `Issuer::issue`/`refresh`.
+
+use std::borrow::Cow;
+
+use oxide_auth::code_grant::error::AccessTokenErrorType;
+use oxide_auth::code_grant::refresh as refresh_flow;
+use oxide_auth::primitives::grant::{Extensions, Grant};
+use oxide_auth::primitives::issuer::Issuer;
+use oxide_auth::primitives::registrar::{BoundClient, RegisteredUrl, Registrar};
+
+use super::clients::Client;
+use super::issuer::{no_redirect, timestamp};
+use super::request::{ClientCredentials, TokenRequest};
+use super::store::{Issued, OAuthStore};
+use super::token::store_failure;
+use super::{OAuthError, OAuthErrorKind};
+use crate::error::{AppError, AppResult};
+use crate::{otp, phone, users};
+
+/// `grant_type=otp`: a phone plus proof of it, either a verification ticket
+/// (`secret_identifier`) or the SMS `code` itself. A phone without proof is
+/// refused: the seed's phone-only call let any client log in as anyone.
+pub fn otp(store: &mut OAuthStore<'_>, request: &TokenRequest, client: &Client) -> AppResult<Issued> {
+    let core = store.core;
+    let raw_phone = request
+        .param("phone")
+        .ok_or_else(|| OAuthError::invalid_request("phone is required"))?;
+    let phone = phone::normalize(raw_phone, core.config.default_region)
+        .ok_or_else(|| OAuthError::invalid_request("phone is not a valid phone number"))?;
+    let proof = match (request.param("secret_identifier"), request.param("code")) {
+        (Some(ticket), None) => otp::Proof::Ticket(ticket),
+        (None, Some(code)) => otp::Proof::Code(code),
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_request("send secret_identifier or code, not both").into())
+        }
+        (None, None) => {
+            return Err(OAuthError::invalid_request(
+                "a proof of the phone is required: secret_identifier (from verifycode) or code",
+            )
+            .into())
+        }
+    };
+    // The scope is settled before the proof is spent, so a bad scope costs no code.
+    let scope = client.grant_scope(request.param("scope"))?;
+
+    let now = store.now;
+    let user_id = {
+        let mut conn = store.conn();
+        otp::consume_proof(&mut conn, core, &phone, proof, now).map_err(as_invalid_grant)?;
+        match crate::db::users::find_by_phone(&mut conn, &phone)? {
+            Some(user) => user.id,
+            None if core.config.otp.auto_create_users => users::create_for_phone(&mut conn, &phone, now)?.id,
+            None => {
+                return Err(OAuthError::invalid_grant(
+                    "no user has this phone; create one with /api/v1/user/ first",
+                )
+                .into())
+            }
+        }
+    };
+
+    let bound = BoundClient {
+        client_id: Cow::Borrowed(client.id.as_str()),
+        redirect_uri: Cow::Owned(RegisteredUrl::Semantic(no_redirect())),
+    };
+    let scope = scope.join(" ").parse().ok();
+    let pre = store.negotiate(bound, scope).map_err(|_| store_failure(store))?;
+    let grant = Grant {
+        owner_id: user_id,
+        client_id: pre.client_id,
+        scope: pre.scope,
+        redirect_uri: pre.redirect_uri.into_url(),
+        until: timestamp(now + core.config.tokens.access_ttl),
+        extensions: Extensions::new(),
+    };
+    store.issue(grant).map_err(|()| store_failure(store))?;
+    store.take_issued().ok_or_else(|| AppError::Internal("issuer returned no token".into()))
+}
+
+/// The token endpoint speaks RFC 6749 codes only: every failed proof is invalid_grant.
+fn as_invalid_grant(err: AppError) -> AppError {
+    match err {
+        AppError::InvalidCode { .. } | AppError::TooManyAttempts | AppError::InvalidSecretIdentifier => {
+            OAuthError::invalid_grant("the proof is wrong, expired or already used").into()
+        }
+        other => other,
+    }
+}
+
+/// `grant_type=refresh_token` through oxide-auth's refresh flow.
+pub fn refresh(store: &mut OAuthStore<'_>, request: &TokenRequest, credentials: &ClientCredentials) -> AppResult<Issued> {
+    let adapter = RefreshRequest {
+        request,
+        client_id: &credentials.client_id,
+        secret: credentials.secret.as_deref().unwrap_or(""),
+    };
+    match refresh_flow::refresh(store, &adapter) {
+        Ok(_) => store
+            .take_issued()
+            .ok_or_else(|| AppError::Internal("issuer returned no token".into())),
+        Err(refresh_flow::Error::Invalid(mut description)) => {
+            let kind = match description.description().kind() {
+                AccessTokenErrorType::InvalidRequest => OAuthErrorKind::InvalidRequest,
+                AccessTokenErrorType::InvalidScope => OAuthErrorKind::InvalidScope,
+                AccessTokenErrorType::UnsupportedGrantType => OAuthErrorKind::UnsupportedGrantType,
+                AccessTokenErrorType::UnauthorizedClient => OAuthErrorKind::UnauthorizedClient,
+                AccessTokenErrorType::InvalidClient => OAuthErrorKind::InvalidClient,
+                _ => OAuthErrorKind::InvalidGrant,
+            };
+            let message = match kind {
+                OAuthErrorKind::InvalidRequest => "refresh_token is required",
+                OAuthErrorKind::InvalidScope => "the scope exceeds the one originally granted",
+                _ => "the refresh token is invalid, expired, revoked or already used",
+            };
+            Err(OAuthError::new(kind, message).into())
+        }
+        Err(refresh_flow::Error::Unauthorized(..)) => Err(OAuthError::invalid_client(credentials.basic).into()),
+        Err(refresh_flow::Error::Primitive) => Err(store_failure(store)),
+    }
+}
+
+impl refresh_flow::Endpoint for OAuthStore<'_> {
+    fn registrar(&self) -> &dyn Registrar {
+        self
+    }
+
+    fn issuer(&mut self) -> &mut dyn Issuer {
+        self
+    }
+}
+
+/// Hands the already-parsed request to the refresh flow. The client
+/// authenticated in the dispatcher, by Basic or body; the flow checks again
+/// (from the store's cache) and matches the token's client against it.
+struct RefreshRequest<'a> {
+    request: &'a TokenRequest,
+    client_id: &'a str,
+    secret: &'a str,
+}
+
+impl refresh_flow::Request for RefreshRequest<'_> {
+    fn valid(&self) -> bool {
+        true
+    }
+
+    fn refresh_token(&self) -> Option<Cow<'_, str>> {
+        self.request.param("refresh_token").map(Cow::Borrowed)
+    }
+
+    fn scope(&self) -> Option<Cow<'_, str>> {
+        self.request.param("scope").map(Cow::Borrowed)
+    }
+
+    fn grant_type(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed("refresh_token"))
+    }
+
+    fn authorization(&self) -> Option<(Cow<'_, str>, Cow<'_, [u8]>)> {
+        Some((Cow::Borrowed(self.client_id), Cow::Borrowed(self.secret.as_bytes())))
+    }
+
+    fn extension(&self, key: &str) -> Option<Cow<'_, str>> {
+        self.request.param(key).map(Cow::Borrowed)
+    }
+}

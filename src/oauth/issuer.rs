@@ -1,0 +1,202 @@
+//! `Issuer` on the database: access tokens are signed JWTs recorded by `jti`;
+//! refresh tokens are random, stored as SHA-256, rotated on every use, and
+//! grouped in families so that reuse of a spent one revokes them all
+//! (RFC 9700 §4.14.2).
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use oxide_auth::primitives::grant::{Extensions, Grant};
+use oxide_auth::primitives::issuer::{IssuedToken, Issuer, RefreshedToken, TokenType};
+use url::Url;
+
+use super::keys::AccessClaims;
+use super::store::{Issued, OAuthStore};
+use super::OAuthError;
+use crate::db::{self, tokens::AccessTokenRow, tokens::RefreshTokenRow};
+use crate::error::{AppError, AppResult};
+use crate::secrets;
+
+/// Grants from the otp, password and client_credentials grants have no
+/// redirect URI, but oxide-auth's `Grant` needs one.
+static NO_REDIRECT: LazyLock<Url> =
+    LazyLock::new(|| Url::parse("urn:ietf:wg:oauth:2.0:oob").expect("constant URL parses"));
+
+pub fn no_redirect() -> Url {
+    NO_REDIRECT.clone()
+}
+
+pub(super) fn timestamp(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap_or_default()
+}
+
+/// Scope tokens sorted and space-separated, so that output is stable.
+pub(super) fn scope_string(scope: &oxide_auth::primitives::scope::Scope) -> String {
+    let mut tokens: Vec<&str> = scope.iter().collect();
+    tokens.sort_unstable();
+    tokens.join(" ")
+}
+
+impl OAuthStore<'_> {
+    /// Signs an access token and stores it, with a refresh token when the
+    /// grant calls for one. `spend` is the refresh token being rotated: it is
+    /// spent in the same transaction, so a rotation happens once or not at all.
+    fn issue_tokens(&self, grant: &Grant, spend: Option<&str>) -> AppResult<Issued> {
+        let core = self.core;
+        let now = self.now;
+        let ttl = core.config.tokens.access_ttl;
+        let scope = scope_string(&grant.scope);
+        let jti = secrets::random_urlsafe(16);
+        let access_token = core.keys.sign(&AccessClaims {
+            iss: core.config.issuer.clone(),
+            sub: grant.owner_id.clone(),
+            aud: core.config.tokens.audience.clone(),
+            exp: now + ttl,
+            iat: now,
+            jti: jti.clone(),
+            client_id: grant.client_id.clone(),
+            scope: scope.clone(),
+        })?;
+        // client_credentials tokens have the client as owner and no user.
+        let user_id = (grant.owner_id != grant.client_id).then(|| grant.owner_id.clone());
+        let refresh_token = self.with_refresh.then(|| secrets::random_urlsafe(32));
+        let family = refresh_token.as_ref().map(|_| {
+            self.family
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| secrets::random_urlsafe(16))
+        });
+        let access_row = AccessTokenRow {
+            jti,
+            client_id: grant.client_id.clone(),
+            user_id: user_id.clone(),
+            scope: scope.clone(),
+            family: family.clone(),
+            issued_at: now,
+            expires_at: now + ttl,
+            revoked: false,
+        };
+        let refresh_row = refresh_token.as_ref().zip(family).map(|(token, family)| RefreshTokenRow {
+            token_hash: secrets::sha256_hex(token.as_bytes()),
+            family,
+            parent_hash: spend.map(|t| secrets::sha256_hex(t.as_bytes())),
+            client_id: grant.client_id.clone(),
+            user_id,
+            scope: scope.clone(),
+            issued_at: now,
+            expires_at: now + core.config.tokens.refresh_ttl,
+            used_at: None,
+            revoked: false,
+        });
+        self.conn().write_tx(|conn| {
+            if let Some(old) = spend {
+                if !db::tokens::spend_refresh(conn, &secrets::sha256_hex(old.as_bytes()), now)? {
+                    return Err(AppError::OAuth(OAuthError::invalid_grant(
+                        "the refresh token was already used",
+                    )));
+                }
+            }
+            db::tokens::insert_access(conn, &access_row)?;
+            if let Some(row) = &refresh_row {
+                db::tokens::insert_refresh(conn, row)?;
+            }
+            Ok::<_, AppError>(())
+        })?;
+        let issued = Issued {
+            access_token,
+            refresh_token,
+            expires_in: ttl,
+            scope,
+        };
+        *self.issued.borrow_mut() = Some(issued.clone());
+        Ok(issued)
+    }
+
+    fn revoke_family(&self, family: &str) {
+        if let Err(e) = db::tokens::revoke_family(&mut self.conn(), family) {
+            tracing::error!(error = %e, "could not revoke a refresh token family");
+        }
+    }
+}
+
+impl Issuer for OAuthStore<'_> {
+    fn issue(&mut self, grant: Grant) -> Result<IssuedToken, ()> {
+        let issued = self.issue_tokens(&grant, None).map_err(|e| self.fail(e))?;
+        Ok(IssuedToken {
+            token: issued.access_token,
+            refresh: issued.refresh_token,
+            until: timestamp(self.now + issued.expires_in),
+            token_type: TokenType::Bearer,
+        })
+    }
+
+    fn refresh(&mut self, refresh: &str, grant: Grant) -> Result<RefreshedToken, ()> {
+        match self.issue_tokens(&grant, Some(refresh)) {
+            Ok(issued) => Ok(RefreshedToken {
+                token: issued.access_token,
+                refresh: issued.refresh_token,
+                until: timestamp(self.now + issued.expires_in),
+                token_type: TokenType::Bearer,
+            }),
+            Err(e) => {
+                if matches!(e, AppError::OAuth(_)) {
+                    // Lost the race for this token: a concurrent use is a reuse.
+                    if let Some(family) = self.family.borrow().clone() {
+                        tracing::warn!(client_id = %grant.client_id, "refresh token used twice; family revoked");
+                        self.revoke_family(&family);
+                    }
+                }
+                self.fail(e);
+                Err(())
+            }
+        }
+    }
+
+    fn recover_token<'a>(&'a self, token: &'a str) -> Result<Option<Grant>, ()> {
+        let core = self.core;
+        let Some(claims) = core.keys.verify(token, &core.config.issuer, &core.config.tokens.audience) else {
+            return Ok(None);
+        };
+        let row = db::tokens::find_access(&mut self.conn(), &claims.jti).map_err(|e| self.fail(e.into()))?;
+        match row {
+            Some(row) if !row.revoked && row.expires_at > self.now => Ok(Some(Grant {
+                owner_id: claims.sub,
+                client_id: row.client_id,
+                scope: row.scope.parse().map_err(|_| ())?,
+                redirect_uri: no_redirect(),
+                until: timestamp(row.expires_at),
+                extensions: Extensions::new(),
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    fn recover_refresh<'a>(&'a self, token: &'a str) -> Result<Option<Grant>, ()> {
+        if !secrets::plausible_token(token) {
+            return Ok(None);
+        }
+        let hash = secrets::sha256_hex(token.as_bytes());
+        let row = db::tokens::find_refresh(&mut self.conn(), &hash).map_err(|e| self.fail(e.into()))?;
+        let Some(row) = row else { return Ok(None) };
+        if row.revoked {
+            return Ok(None);
+        }
+        if row.used_at.is_some() {
+            tracing::warn!(client_id = %row.client_id, "spent refresh token presented again; family revoked");
+            self.revoke_family(&row.family);
+            return Ok(None);
+        }
+        if row.expires_at <= self.now {
+            return Ok(None);
+        }
+        *self.family.borrow_mut() = Some(row.family.clone());
+        Ok(Some(Grant {
+            owner_id: row.user_id.unwrap_or_else(|| row.client_id.clone()),
+            client_id: row.client_id,
+            scope: row.scope.parse().map_err(|_| ())?,
+            redirect_uri: no_redirect(),
+            until: timestamp(row.expires_at),
+            extensions: Extensions::new(),
+        }))
+    }
+}

@@ -1,0 +1,124 @@
+//! Signing keys for access tokens (RFC 9068 JWTs, EdDSA over Ed25519): made
+//! at first start, kept in the database, loaded once, published as a JWKS.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{self, keys::KeyRow, DbConn};
+use crate::error::{AppError, AppResult};
+use crate::secrets;
+
+/// RFC 9068 access token claims.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub client_id: String,
+    pub scope: String,
+}
+
+pub struct KeyRing {
+    kid: String,
+    encoding: EncodingKey,
+    verifying: Vec<(String, DecodingKey)>,
+    jwks: String,
+}
+
+impl KeyRing {
+    /// Loads the published keys, making the first one if there is none.
+    /// `keep_after`: retired keys retired after this time are still published.
+    pub fn load_or_create(conn: &mut DbConn, now: i64, keep_after: i64) -> AppResult<KeyRing> {
+        let mut rows = db::keys::published(conn, keep_after)?;
+        if !rows.iter().any(|k| k.retired_at.is_none()) {
+            db::keys::insert(conn, &generate(now)?)?;
+            // If another instance raced us, both pick the same (oldest) key below.
+            rows = db::keys::published(conn, keep_after)?;
+        }
+        KeyRing::from_rows(&rows)
+    }
+
+    fn from_rows(rows: &[KeyRow]) -> AppResult<KeyRing> {
+        let current = rows
+            .iter()
+            .find(|k| k.retired_at.is_none())
+            .ok_or_else(|| AppError::Internal("no current signing key".into()))?;
+        let der = STANDARD
+            .decode(&current.private_key)
+            .map_err(|e| AppError::Internal(format!("stored key {} is corrupt: {e}", current.kid)))?;
+        let mut verifying = Vec::new();
+        let mut jwks = Vec::new();
+        for row in rows.iter().filter(|k| k.alg == "EdDSA") {
+            let key = DecodingKey::from_ed_components(&row.public_key)
+                .map_err(|e| AppError::Internal(format!("stored key {} is corrupt: {e}", row.kid)))?;
+            verifying.push((row.kid.clone(), key));
+            jwks.push(serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "x": row.public_key,
+                "kid": row.kid, "use": "sig", "alg": "EdDSA",
+            }));
+        }
+        Ok(KeyRing {
+            kid: current.kid.clone(),
+            encoding: EncodingKey::from_ed_der(&der),
+            verifying,
+            jwks: serde_json::json!({ "keys": jwks }).to_string(),
+        })
+    }
+
+    pub fn sign(&self, claims: &AccessClaims) -> AppResult<String> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| AppError::Internal(format!("signing failed: {e}")))
+    }
+
+    /// Verifies signature, issuer, audience and expiry; `None` for anything else.
+    pub fn verify(&self, token: &str, issuer: &str, audience: &str) -> Option<AccessClaims> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let kid = header.kid?;
+        let (_, key) = self.verifying.iter().find(|(k, _)| *k == kid)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.leeway = 0;
+        jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+            .ok()
+            .map(|d| d.claims)
+    }
+
+    pub fn jwks_json(&self) -> &str {
+        &self.jwks
+    }
+}
+
+fn generate(now: i64) -> AppResult<KeyRow> {
+    let seed: [u8; 32] = secrets::random_bytes(32)
+        .try_into()
+        .map_err(|_| AppError::Internal("short random read".into()))?;
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let der = signing
+        .to_pkcs8_der()
+        .map_err(|e| AppError::Internal(format!("key encoding failed: {e}")))?;
+    let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes());
+    Ok(KeyRow {
+        kid: thumbprint(&x),
+        alg: "EdDSA".into(),
+        private_key: STANDARD.encode(der.as_bytes()),
+        public_key: x,
+        created_at: now,
+        retired_at: None,
+    })
+}
+
+/// RFC 7638 JWK thumbprint: members in lexicographic order, no spaces.
+fn thumbprint(x: &str) -> String {
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    URL_SAFE_NO_PAD.encode(secrets::sha256(canonical.as_bytes()))
+}

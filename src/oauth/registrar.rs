@@ -1,0 +1,93 @@
+//! `Registrar` on the database: client lookup and authentication, exact
+//! redirect URI matching, and our scope policy (the stock `negotiate`
+//! ignores the requested scope).
+
+use std::borrow::Cow;
+
+use oxide_auth::primitives::registrar::{
+    BoundClient, ClientUrl, ExactUrl, PreGrant, RegisteredUrl, Registrar, RegistrarError,
+};
+use oxide_auth::primitives::scope::Scope;
+
+use super::clients::Client;
+use super::store::OAuthStore;
+use crate::db;
+use crate::error::AppError;
+use crate::secrets;
+
+impl OAuthStore<'_> {
+    /// The client, from the per-request cache or the database.
+    pub(super) fn load_client(&self, client_id: &str) -> Result<Client, RegistrarError> {
+        if let Some(client) = self.client.borrow().as_ref().filter(|c| c.id == client_id) {
+            return Ok(client.clone());
+        }
+        if !secrets::plausible_token(client_id) {
+            return Err(RegistrarError::Unspecified);
+        }
+        let found = db::clients::find(&mut self.conn(), client_id);
+        match found {
+            Ok(Some(row)) => {
+                let client = Client::from(row);
+                *self.client.borrow_mut() = Some(client.clone());
+                Ok(client)
+            }
+            Ok(None) => Err(RegistrarError::Unspecified),
+            Err(e) => {
+                self.fail(e.into());
+                Err(RegistrarError::PrimitiveError)
+            }
+        }
+    }
+}
+
+impl Registrar for OAuthStore<'_> {
+    fn bound_redirect<'a>(&self, bound: ClientUrl<'a>) -> Result<BoundClient<'a>, RegistrarError> {
+        let client = self.load_client(&bound.client_id)?;
+        if client.disabled {
+            return Err(RegistrarError::Unspecified);
+        }
+        // Exact string match (RFC 9700 §4.1.3); without a requested URI the
+        // client must have exactly one registered (RFC 6749 §3.1.2.3).
+        let uri = match &bound.redirect_uri {
+            Some(requested) => client
+                .redirect_uris
+                .iter()
+                .find(|u| u.as_str() == requested.as_str())
+                .cloned(),
+            None if client.redirect_uris.len() == 1 => client.redirect_uris.first().cloned(),
+            None => None,
+        }
+        .ok_or(RegistrarError::Unspecified)?;
+        let exact = ExactUrl::new(uri).map_err(|_| RegistrarError::Unspecified)?;
+        Ok(BoundClient {
+            client_id: bound.client_id,
+            redirect_uri: Cow::Owned(RegisteredUrl::Exact(exact)),
+        })
+    }
+
+    fn negotiate(&self, bound: BoundClient, scope: Option<Scope>) -> Result<PreGrant, RegistrarError> {
+        let client = self.load_client(&bound.client_id)?;
+        let requested = scope.map(|s| s.to_string());
+        let granted = client.grant_scope(requested.as_deref()).map_err(|e| {
+            self.fail(AppError::OAuth(e));
+            RegistrarError::Unspecified
+        })?;
+        Ok(PreGrant {
+            client_id: bound.client_id.into_owned(),
+            redirect_uri: bound.redirect_uri.into_owned(),
+            scope: granted
+                .join(" ")
+                .parse()
+                .map_err(|_| RegistrarError::Unspecified)?,
+        })
+    }
+
+    fn check(&self, client_id: &str, passphrase: Option<&[u8]>) -> Result<(), RegistrarError> {
+        let client = self.load_client(client_id)?;
+        if client.authenticate(passphrase) {
+            Ok(())
+        } else {
+            Err(RegistrarError::Unspecified)
+        }
+    }
+}

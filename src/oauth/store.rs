@@ -1,0 +1,70 @@
+//! The per-request bundle that oxide-auth's flows drive: one database
+//! connection behind the `Registrar` (registrar.rs) and `Issuer` (issuer.rs)
+//! traits. oxide-auth's primitives are synchronous and report failures as
+//! `()`, so the store keeps the reason for the caller to map.
+
+use std::cell::{RefCell, RefMut};
+
+use super::clients::Client;
+use crate::core::Core;
+use crate::db::DbConn;
+use crate::error::AppError;
+
+/// An access token (and refresh token) as issued, for the response.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: i64,
+    pub scope: String,
+}
+
+pub struct OAuthStore<'a> {
+    pub(super) core: &'a Core,
+    conn: RefCell<&'a mut DbConn>,
+    pub(super) now: i64,
+    /// The client loaded by the last `check`, so a flow that checks again costs no query.
+    pub(super) client: RefCell<Option<Client>>,
+    /// Why the last primitive call failed, when it was not the client's fault.
+    pub(super) failure: RefCell<Option<AppError>>,
+    /// Whether `issue` adds a refresh token (not for client_credentials).
+    pub(super) with_refresh: bool,
+    /// The family new tokens join (set by a refresh); `None` starts a new one.
+    pub(super) family: RefCell<Option<String>>,
+    pub(super) issued: RefCell<Option<Issued>>,
+}
+
+impl<'a> OAuthStore<'a> {
+    pub fn new(core: &'a Core, conn: &'a mut DbConn) -> OAuthStore<'a> {
+        OAuthStore {
+            now: core.now(),
+            core,
+            conn: RefCell::new(conn),
+            client: RefCell::new(None),
+            failure: RefCell::new(None),
+            with_refresh: true,
+            family: RefCell::new(None),
+            issued: RefCell::new(None),
+        }
+    }
+
+    pub fn conn(&self) -> RefMut<'_, &'a mut DbConn> {
+        self.conn.borrow_mut()
+    }
+
+    pub(super) fn fail(&self, err: AppError) {
+        *self.failure.borrow_mut() = Some(err);
+    }
+
+    pub fn take_failure(&self) -> Option<AppError> {
+        self.failure.borrow_mut().take()
+    }
+
+    pub fn take_issued(&self) -> Option<Issued> {
+        self.issued.borrow_mut().take()
+    }
+
+    pub fn client(&self) -> Option<Client> {
+        self.client.borrow().clone()
+    }
+}

@@ -1,0 +1,63 @@
+//! The token endpoint: authenticates the client once, checks that it may use
+//! the grant, and hands the request to the grant's flow. oxide-auth has no
+//! hook for extension grants, so dispatch happens here.
+
+use oxide_auth::primitives::registrar::{Registrar, RegistrarError};
+
+use super::clients::GrantType;
+use super::grants;
+use super::request::TokenRequest;
+use super::store::{Issued, OAuthStore};
+use super::{OAuthError, OAuthErrorKind};
+use crate::core::Core;
+use crate::db::DbConn;
+use crate::error::{AppError, AppResult};
+
+pub fn token(core: &Core, conn: &mut DbConn, request: &TokenRequest) -> AppResult<Issued> {
+    let grant_name = request
+        .param("grant_type")
+        .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+    let grant = GrantType::parse(grant_name).ok_or_else(|| {
+        OAuthError::new(
+            OAuthErrorKind::UnsupportedGrantType,
+            format!("grant type {grant_name:?} is not supported"),
+        )
+    })?;
+    let credentials = request.credentials()?;
+
+    let mut store = OAuthStore::new(core, conn);
+    match store.check(
+        &credentials.client_id,
+        credentials.secret.as_deref().map(str::as_bytes),
+    ) {
+        Ok(()) => {}
+        Err(RegistrarError::Unspecified) => {
+            return Err(OAuthError::invalid_client(credentials.basic).into())
+        }
+        Err(RegistrarError::PrimitiveError) => return Err(store_failure(&store)),
+    }
+    let client = store.client().ok_or_else(|| AppError::Internal("client vanished".into()))?;
+    if !client.allows(grant) {
+        return Err(OAuthError::new(
+            OAuthErrorKind::UnauthorizedClient,
+            format!("this client may not use the {} grant", grant.as_str()),
+        )
+        .into());
+    }
+    match grant {
+        GrantType::Otp => grants::otp(&mut store, request, &client),
+        GrantType::RefreshToken => grants::refresh(&mut store, request, &credentials),
+        other => Err(OAuthError::new(
+            OAuthErrorKind::UnsupportedGrantType,
+            format!("the {} grant is not available yet", other.as_str()),
+        )
+        .into()),
+    }
+}
+
+/// The error a primitive recorded, or an internal error if it recorded none.
+pub(super) fn store_failure(store: &OAuthStore<'_>) -> AppError {
+    store
+        .take_failure()
+        .unwrap_or_else(|| AppError::Internal("an OAuth primitive failed".into()))
+}

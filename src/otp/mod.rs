@@ -1,0 +1,197 @@
+//! One-time codes and verification tickets: generation, keyed hashes, limits
+//! and single use. No HTTP here; time comes in as `now`.
+
+use crate::core::Core;
+use crate::db::{self, codes::CodeRow, rate_limits::Limit, tickets::TicketRow, DbConn};
+use crate::error::{AppError, AppResult};
+use crate::secrets;
+
+/// A code just stored, for the SMS and the response.
+pub struct NewCode {
+    pub id: String,
+    pub code: String,
+    pub expires_in: i64,
+    pub resend_in: i64,
+}
+
+pub struct Ticket {
+    pub secret_identifier: String,
+    pub expires_in: i64,
+}
+
+/// What proves a phone at the token endpoint.
+pub enum Proof<'a> {
+    Ticket(&'a str),
+    Code(&'a str),
+}
+
+const HOUR: i64 = 3600;
+
+fn code_hash(core: &Core, phone: &str, code: &str) -> String {
+    core.hasher.hash(&[b"otp-code", phone.as_bytes(), code.as_bytes()])
+}
+
+fn ticket_hash(core: &Core, secret: &str) -> String {
+    core.hasher.hash(&[b"otp-ticket", secret.as_bytes()])
+}
+
+/// Makes and stores a new code for `phone`, superseding the old one, if the
+/// per-phone cooldown and hourly limit and the per-IP hourly limit allow it.
+/// All in one transaction: a refused request counts against no limit.
+pub fn issue_code(conn: &mut DbConn, core: &Core, phone: &str, client_ip: &str, now: i64) -> AppResult<NewCode> {
+    let cfg = &core.config.otp;
+    let per_hour = |n: i32| (n > 0).then_some(n);
+    let phone_limit = Limit {
+        window_seconds: HOUR,
+        max_hits: per_hour(cfg.per_phone_hour),
+        cooldown: cfg.resend_seconds,
+    };
+    let ip_limit = Limit {
+        window_seconds: HOUR,
+        max_hits: per_hour(cfg.per_ip_hour),
+        cooldown: 0,
+    };
+    let code = secrets::random_digits(cfg.code_length);
+    let row = CodeRow {
+        id: secrets::random_hex(16),
+        phone: phone.to_string(),
+        code_hash: code_hash(core, phone, &code),
+        created_at: now,
+        expires_at: now + cfg.code_ttl,
+        attempts: 0,
+        superseded_at: None,
+        verified_at: None,
+    };
+    conn.write_tx(|conn| {
+        if let Some(wait) = db::rate_limits::hit(conn, &format!("phone:{phone}"), &phone_limit, now)? {
+            return Err(AppError::RateLimited { retry_after: wait });
+        }
+        if ip_limit.max_hits.is_some() {
+            if let Some(wait) = db::rate_limits::hit(conn, &format!("ip:{client_ip}"), &ip_limit, now)? {
+                return Err(AppError::RateLimited { retry_after: wait });
+            }
+        }
+        db::codes::replace(conn, &row)
+            .map_err(AppError::from)
+    })?;
+    Ok(NewCode {
+        id: row.id,
+        code,
+        expires_in: cfg.code_ttl,
+        resend_in: cfg.resend_seconds,
+    })
+}
+
+/// Forgets a code the SMS provider could not deliver.
+pub fn drop_code(conn: &mut DbConn, id: &str) -> AppResult<()> {
+    Ok(db::codes::delete(conn, id)?)
+}
+
+/// Checks `code` against the phone's live code and spends one attempt. On a
+/// match the code is consumed and `then` runs in the same transaction, so
+/// that what the code buys exists exactly when the code is spent.
+fn verify_code<T>(
+    conn: &mut DbConn,
+    core: &Core,
+    phone: &str,
+    code: &str,
+    now: i64,
+    then: impl FnOnce(&mut DbConn) -> AppResult<T>,
+) -> AppResult<T> {
+    let max = core.config.otp.max_attempts;
+    let live = db::codes::find_live(conn, phone)?;
+    let row = match live {
+        Some(row) if row.expires_at > now => row,
+        // Expired and absent look the same.
+        _ => return Err(AppError::InvalidCode { attempts_left: None }),
+    };
+    if row.attempts >= max {
+        return Err(AppError::TooManyAttempts);
+    }
+    if code.len() > 64 {
+        return Err(AppError::invalid_request("code is too long"));
+    }
+    let matched = secrets::ct_eq(&code_hash(core, phone, code), &row.code_hash);
+    // The attempt is spent by a conditional update, so that however many
+    // guesses race, only the first `max` can count.
+    if matched {
+        let won = conn.write_tx(|conn| {
+            if !db::codes::spend_attempt(conn, &row.id, true, max, now)? {
+                return Ok(None);
+            }
+            then(conn).map(Some)
+        })?;
+        match won {
+            Some(value) => Ok(value),
+            None => Err(lost_attempt(conn, &row.id, max)?),
+        }
+    } else if db::codes::spend_attempt(conn, &row.id, false, max, now)? {
+        let used = db::codes::attempts(conn, &row.id)?.unwrap_or(max);
+        Err(AppError::InvalidCode {
+            attempts_left: Some((max - used).max(0)),
+        })
+    } else {
+        Err(lost_attempt(conn, &row.id, max)?)
+    }
+}
+
+/// Why a conditional attempt did not land: the code ran out of attempts, or
+/// it was used, superseded or expired meanwhile.
+fn lost_attempt(conn: &mut DbConn, id: &str, max: i32) -> AppResult<AppError> {
+    Ok(match db::codes::attempts(conn, id)? {
+        Some(n) if n >= max => AppError::TooManyAttempts,
+        _ => AppError::InvalidCode { attempts_left: None },
+    })
+}
+
+fn new_ticket(conn: &mut DbConn, core: &Core, phone: &str, now: i64) -> AppResult<Ticket> {
+    let secret = secrets::random_hex(24);
+    let ttl = core.config.otp.ticket_ttl;
+    db::tickets::insert(
+        conn,
+        &TicketRow {
+            ticket_hash: ticket_hash(core, &secret),
+            phone: phone.to_string(),
+            created_at: now,
+            expires_at: now + ttl,
+            used_for_user_at: None,
+            used_for_token_at: None,
+        },
+    )?;
+    Ok(Ticket {
+        secret_identifier: secret,
+        expires_in: ttl,
+    })
+}
+
+/// `verifycode`: spends the code and returns a verification ticket.
+pub fn verify_for_ticket(conn: &mut DbConn, core: &Core, phone: &str, code: &str, now: i64) -> AppResult<Ticket> {
+    verify_code(conn, core, phone, code, now, |conn| new_ticket(conn, core, phone, now))
+}
+
+/// Spends the proof of `phone` for the otp grant; errors are the domain's
+/// (the token endpoint turns them into invalid_grant).
+pub fn consume_proof(conn: &mut DbConn, core: &Core, phone: &str, proof: Proof<'_>, now: i64) -> AppResult<()> {
+    match proof {
+        Proof::Code(code) => verify_code(conn, core, phone, code, now, |_| Ok(())),
+        Proof::Ticket(secret) => {
+            if !secrets::plausible_token(secret)
+                || !db::tickets::consume_for_token(conn, &ticket_hash(core, secret), phone, now)?
+            {
+                return Err(AppError::InvalidSecretIdentifier);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The ticket behind a secret identifier, if it can still create a user.
+pub fn ticket_for_user(conn: &mut DbConn, core: &Core, secret: &str, now: i64) -> AppResult<TicketRow> {
+    if !secrets::plausible_token(secret) {
+        return Err(AppError::InvalidSecretIdentifier);
+    }
+    match db::tickets::find(conn, &ticket_hash(core, secret))? {
+        Some(t) if t.used_for_user_at.is_none() && t.expires_at > now => Ok(t),
+        _ => Err(AppError::InvalidSecretIdentifier),
+    }
+}

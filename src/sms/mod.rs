@@ -1,0 +1,66 @@
+//! SMS delivery behind one trait: `console` for development, `webhook` to hand
+//! the message to any HTTP service. The code is in the message, so no
+//! provider logs the message or the code.
+
+mod console;
+mod webhook;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::config::{Config, SmsProviderKind};
+
+pub use console::ConsoleProvider;
+pub use webhook::WebhookProvider;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SmsMessage {
+    /// E.164.
+    pub to: String,
+    pub body: String,
+    pub code: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SmsError {
+    #[error("SMS provider unreachable: {0}")]
+    Unreachable(String),
+    #[error("SMS provider refused the message with status {0}")]
+    Refused(u16),
+}
+
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SmsError>> + Send + 'a>>;
+
+pub trait SmsProvider: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn send<'a>(&'a self, message: &'a SmsMessage) -> SendFuture<'a>;
+}
+
+/// The message text from the configured template.
+pub fn render(template: &str, host: &str, code: &str) -> String {
+    template.replace("{host}", host).replace("{code}", code)
+}
+
+pub fn from_config(config: &Config) -> Result<Arc<dyn SmsProvider>, String> {
+    match config.sms.provider {
+        SmsProviderKind::Console => Ok(Arc::new(ConsoleProvider)),
+        SmsProviderKind::Webhook => {
+            let url = config
+                .sms
+                .webhook_url
+                .clone()
+                .ok_or("PHONEKEY_SMS_WEBHOOK_URL is required")?;
+            Ok(Arc::new(WebhookProvider::new(url, config.sms.timeout)?))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_template_ends_with_autofill_line() {
+        let body = super::render(crate::config::DEFAULT_SMS_TEMPLATE, "auth.example.com", "123456");
+        assert!(body.ends_with("\n@auth.example.com #123456"), "{body}");
+    }
+}

@@ -1,0 +1,46 @@
+use std::time::Duration;
+
+use super::{SendFuture, SmsError, SmsMessage, SmsProvider};
+
+/// POSTs `{"to", "body", "code"}` as JSON; any 2xx is delivered, anything else
+/// (or no answer within the timeout) is a failure.
+pub struct WebhookProvider {
+    client: reqwest::Client,
+    url: url::Url,
+}
+
+impl WebhookProvider {
+    pub fn new(url: url::Url, timeout: Duration) -> Result<WebhookProvider, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))?;
+        Ok(WebhookProvider { client, url })
+    }
+}
+
+impl SmsProvider for WebhookProvider {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn send<'a>(&'a self, message: &'a SmsMessage) -> SendFuture<'a> {
+        Box::pin(async move {
+            let response = self
+                .client
+                .post(self.url.clone())
+                .json(message)
+                .send()
+                .await
+                // Without the URL: it may carry credentials.
+                .map_err(|e| SmsError::Unreachable(e.without_url().to_string()))?;
+            let status = response.status();
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(SmsError::Refused(status.as_u16()))
+            }
+        })
+    }
+}
