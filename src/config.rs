@@ -50,7 +50,8 @@ const KEYS: &[(&str, Option<&str>)] = &[
 
 /// The default SMS text; `{code}` and `{host}` are filled in. The last line is
 /// the WebOTP / iOS one-time-code format, so that phones offer to autofill.
-pub const DEFAULT_SMS_TEMPLATE: &str = "Your {host} code is {code}. Do not share it.\n\n@{host} #{code}";
+pub const DEFAULT_SMS_TEMPLATE: &str =
+    "Your {host} code is {code}. Do not share it.\n\n@{host} #{code}";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmsProviderKind {
@@ -154,7 +155,8 @@ impl Config {
         let get = |key: &str| values.get(key).map(|s| s.trim()).filter(|s| !s.is_empty());
         let req = |key: &str| get(key).ok_or_else(|| invalid(key, "must not be empty"));
 
-        let database = DbUrl::parse(req("DATABASE_URL")?).map_err(|m| invalid("DATABASE_URL", &m))?;
+        let database =
+            DbUrl::parse(req("DATABASE_URL")?).map_err(|m| invalid("DATABASE_URL", &m))?;
         let listen: SocketAddr = req("PHONEKEY_LISTEN")?
             .parse()
             .map_err(|_| invalid("PHONEKEY_LISTEN", "must be an address like 127.0.0.1:8080"))?;
@@ -163,10 +165,16 @@ impl Config {
                 let url = url::Url::parse(issuer)
                     .map_err(|e| invalid("PHONEKEY_ISSUER", &format!("not a URL: {e}")))?;
                 if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                    return Err(invalid("PHONEKEY_ISSUER", "must be an http(s) URL with a host"));
+                    return Err(invalid(
+                        "PHONEKEY_ISSUER",
+                        "must be an http(s) URL with a host",
+                    ));
                 }
                 if url.query().is_some() || url.fragment().is_some() {
-                    return Err(invalid("PHONEKEY_ISSUER", "must not have a query or fragment"));
+                    return Err(invalid(
+                        "PHONEKEY_ISSUER",
+                        "must not have a query or fragment",
+                    ));
                 }
                 issuer.trim_end_matches('/').to_string()
             }
@@ -174,13 +182,19 @@ impl Config {
         };
         let secret_key = match get("PHONEKEY_SECRET_KEY") {
             Some(key) if key.len() < 32 => {
-                return Err(invalid("PHONEKEY_SECRET_KEY", "must be at least 32 characters"))
+                return Err(invalid(
+                    "PHONEKEY_SECRET_KEY",
+                    "must be at least 32 characters",
+                ))
             }
             other => other.map(str::to_string),
         };
         let default_region = match get("PHONEKEY_DEFAULT_REGION") {
             Some(code) => Some(crate::phone::parse_region(code).ok_or_else(|| {
-                invalid("PHONEKEY_DEFAULT_REGION", "must be an ISO 3166 alpha-2 region such as IN")
+                invalid(
+                    "PHONEKEY_DEFAULT_REGION",
+                    "must be an ISO 3166 alpha-2 region such as IN",
+                )
             })?),
             None => None,
         };
@@ -230,7 +244,8 @@ impl Config {
             code_ttl: number(&values, "PHONEKEY_OTP_CODE_TTL", 30, 86_400)?,
             max_attempts: number(&values, "PHONEKEY_OTP_MAX_ATTEMPTS", 1, 100)? as i32,
             resend_seconds: number(&values, "PHONEKEY_OTP_RESEND_SECONDS", 0, 86_400)?,
-            per_phone_hour: number(&values, "PHONEKEY_OTP_PER_PHONE_HOUR", 0, 1_000_000_000)? as i32,
+            per_phone_hour: number(&values, "PHONEKEY_OTP_PER_PHONE_HOUR", 0, 1_000_000_000)?
+                as i32,
             per_ip_hour: number(&values, "PHONEKEY_OTP_PER_IP_HOUR", 0, 1_000_000_000)? as i32,
             ticket_ttl: number(&values, "PHONEKEY_TICKET_TTL", 30, 86_400)?,
             auto_create_users: boolean(&values, "PHONEKEY_OTP_AUTO_CREATE_USERS")?,
@@ -250,7 +265,10 @@ impl Config {
                     s.parse::<IpNet>()
                         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
                         .map_err(|_| {
-                            invalid("PHONEKEY_TRUSTED_PROXIES", &format!("{s:?} is not an IP address or CIDR"))
+                            invalid(
+                                "PHONEKEY_TRUSTED_PROXIES",
+                                &format!("{s:?} is not an IP address or CIDR"),
+                            )
                         })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
@@ -292,19 +310,31 @@ fn invalid(key: &str, message: &str) -> ConfigError {
     }
 }
 
-fn number(values: &BTreeMap<String, String>, key: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+fn number(
+    values: &BTreeMap<String, String>,
+    key: &str,
+    min: i64,
+    max: i64,
+) -> Result<i64, ConfigError> {
     let raw = values.get(key).map(|s| s.trim()).unwrap_or("");
     let n: i64 = raw
         .parse()
         .map_err(|_| invalid(key, &format!("{raw:?} is not a whole number")))?;
     if n < min || n > max {
-        return Err(invalid(key, &format!("must be between {min} and {max}, got {n}")));
+        return Err(invalid(
+            key,
+            &format!("must be between {min} and {max}, got {n}"),
+        ));
     }
     Ok(n)
 }
 
 fn boolean(values: &BTreeMap<String, String>, key: &str) -> Result<bool, ConfigError> {
-    match values.get(key).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+    match values
+        .get(key)
+        .map(|s| s.trim().to_ascii_lowercase())
+        .as_deref()
+    {
         Some("true" | "1" | "yes" | "on") => Ok(true),
         Some("false" | "0" | "no" | "off") | None => Ok(false),
         Some(other) => Err(invalid(key, &format!("{other:?} is not true or false"))),
@@ -317,7 +347,9 @@ fn read_toml(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_err(e.message().to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_err(e.message().to_string()))?;
     let mut values = BTreeMap::new();
     for (key, value) in table {
         if !KEYS.iter().any(|(k, _)| *k == key) {
@@ -329,7 +361,11 @@ fn read_toml(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
             toml::Value::Boolean(b) => b.to_string(),
             toml::Value::Array(items) => items
                 .iter()
-                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
                 .collect::<Vec<_>>()
                 .join(","),
             other => return Err(file_err(format!("{key}: unsupported value {other}"))),

@@ -41,7 +41,8 @@ pub enum StartError {
 
 /// Connects, migrates, loads keys and builds the state that every request shares.
 pub fn prepare(config: Config, clock: SharedClock) -> Result<AppState, StartError> {
-    let mut conn = db::connect_once(&config.database).map_err(|e| StartError::Database(e.to_string()))?;
+    let mut conn =
+        db::connect_once(&config.database).map_err(|e| StartError::Database(e.to_string()))?;
     db::migrate(&mut conn).map_err(|e| StartError::Migrate(e.to_string()))?;
     let sms = sms::from_config(&config).map_err(StartError::Sms)?;
     let pool = db::build_pool(
@@ -51,7 +52,8 @@ pub fn prepare(config: Config, clock: SharedClock) -> Result<AppState, StartErro
             connect_timeout: config.db_timeout,
         },
     );
-    let core = core::Core::load(config, &mut conn, clock).map_err(|e| StartError::Other(e.to_string()))?;
+    let core =
+        core::Core::load(config, &mut conn, clock).map_err(|e| StartError::Other(e.to_string()))?;
     Ok(AppState {
         pool,
         core: Arc::new(core),

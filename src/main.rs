@@ -15,7 +15,11 @@ use phonekey::error::AppError;
 use phonekey::oauth::clients::{self, Client, GrantType, NewClient};
 
 #[derive(Parser)]
-#[command(name = "phonekey", version, about = "OAuth2 server with phone-number login by SMS code")]
+#[command(
+    name = "phonekey",
+    version,
+    about = "OAuth2 server with phone-number login by SMS code"
+)]
 struct Cli {
     /// A TOML file with settings (the environment overrides it).
     #[arg(long, global = true, value_name = "FILE")]
@@ -103,7 +107,10 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Migrate => {
             let mut conn = connect(&config)?;
             let ran = db::migrate(&mut conn).map_err(|e| e.to_string())?;
-            println!("applied {ran} migration(s) on {}", config.database.backend.name());
+            println!(
+                "applied {ran} migration(s) on {}",
+                config.database.backend.name()
+            );
             Ok(())
         }
         Command::Createsuperuser(args) => createsuperuser(&config, args),
@@ -128,12 +135,11 @@ fn serve(config: Config) -> Result<(), String> {
         tracing::warn!(issuer = %config.issuer, "the issuer is plain http: use https in production (PHONEKEY_ISSUER)");
     }
     let state = phonekey::prepare(config, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind(listen).map_err(|e| format!("PHONEKEY_LISTEN: cannot listen on {listen}: {e}"))?;
+    let listener = TcpListener::bind(listen)
+        .map_err(|e| format!("PHONEKEY_LISTEN: cannot listen on {listen}: {e}"))?;
     tracing::info!(%listen, issuer = %state.core.config.issuer, database = state.core.config.database.backend.name(), "phonekey serving");
     actix_web::rt::System::new()
-        .block_on(async move {
-            phonekey::serve(state, listener)?.await
-        })
+        .block_on(async move { phonekey::serve(state, listener)?.await })
         .map_err(|e| format!("server failed: {e}"))
 }
 
@@ -157,8 +163,14 @@ fn read_password(from_stdin: bool) -> Result<String, String> {
 fn createsuperuser(config: &Config, args: SuperuserArgs) -> Result<(), String> {
     let password = read_password(args.password_stdin)?;
     let mut conn = connect(config)?;
-    let user = phonekey::users::create_superuser(&mut conn, &args.username, &args.email, &password, SystemClock.now())
-        .map_err(describe)?;
+    let user = phonekey::users::create_superuser(
+        &mut conn,
+        &args.username,
+        &args.email,
+        &password,
+        SystemClock.now(),
+    )
+    .map_err(describe)?;
     println!("superuser {} created", user.username);
     Ok(())
 }
@@ -183,7 +195,9 @@ fn client(config: &Config, command: ClientCommand) -> Result<(), String> {
         } => {
             let grant_types = grant_types
                 .iter()
-                .map(|g| GrantType::parse(g.trim()).ok_or_else(|| format!("unknown grant type {g:?}")))
+                .map(|g| {
+                    GrantType::parse(g.trim()).ok_or_else(|| format!("unknown grant type {g:?}"))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let spec = NewClient {
                 name,
@@ -192,7 +206,8 @@ fn client(config: &Config, command: ClientCommand) -> Result<(), String> {
                 redirect_uris,
                 scopes,
             };
-            let (client, secret) = clients::create(&mut conn, &spec, SystemClock.now()).map_err(describe)?;
+            let (client, secret) =
+                clients::create(&mut conn, &spec, SystemClock.now()).map_err(describe)?;
             if json {
                 println!(
                     "{}",
@@ -221,9 +236,17 @@ fn client(config: &Config, command: ClientCommand) -> Result<(), String> {
                     println!(
                         "{}  {}  {}  [{}]{}",
                         c.id,
-                        if c.confidential { "confidential" } else { "public" },
+                        if c.confidential {
+                            "confidential"
+                        } else {
+                            "public"
+                        },
                         c.name,
-                        c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(","),
+                        c.grant_types
+                            .iter()
+                            .map(|g| g.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
                         if c.disabled { "  (disabled)" } else { "" }
                     );
                 }

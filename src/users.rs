@@ -78,7 +78,10 @@ impl FieldErrors {
             let Value::Object(inner) = entry else { return };
             map = inner;
         }
-        map.insert(path[path.len() - 1].to_string(), Value::String(message.into()));
+        map.insert(
+            path[path.len() - 1].to_string(),
+            Value::String(message.into()),
+        );
     }
 
     fn into_result(self) -> AppResult<()> {
@@ -94,7 +97,13 @@ impl FieldErrors {
 
 /// A string field: strings as given, numbers as their text (zip codes come as
 /// both), null or absent as `None`.
-fn text(obj: &Map<String, Value>, key: &str, path: &[&str], max: usize, errors: &mut FieldErrors) -> Option<String> {
+fn text(
+    obj: &Map<String, Value>,
+    key: &str,
+    path: &[&str],
+    max: usize,
+    errors: &mut FieldErrors,
+) -> Option<String> {
     let value = match obj.get(key) {
         None | Some(Value::Null) => return None,
         Some(Value::String(s)) => s.trim().to_string(),
@@ -145,7 +154,9 @@ fn valid_username(name: &str) -> bool {
     // Django's: letters, digits and @.+-_
     !name.is_empty()
         && name.chars().count() <= 150
-        && name.chars().all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
 }
 
 pub fn hash_password(password: &str) -> AppResult<String> {
@@ -242,15 +253,39 @@ pub fn create(conn: &mut DbConn, core: &Core, input: &Value, now: i64) -> AppRes
             Some(_) => {}
         }
     }
-    let blood_group = text(account, "blood_group", &["account", "blood_group"], 16, &mut errors).unwrap_or_default();
-    let address = text(account, "address", &["account", "address"], 1024, &mut errors).unwrap_or_default();
-    let zip_code = text(account, "zip_code", &["account", "zip_code"], 32, &mut errors).unwrap_or_default();
+    let blood_group = text(
+        account,
+        "blood_group",
+        &["account", "blood_group"],
+        16,
+        &mut errors,
+    )
+    .unwrap_or_default();
+    let address = text(
+        account,
+        "address",
+        &["account", "address"],
+        1024,
+        &mut errors,
+    )
+    .unwrap_or_default();
+    let zip_code = text(
+        account,
+        "zip_code",
+        &["account", "zip_code"],
+        32,
+        &mut errors,
+    )
+    .unwrap_or_default();
     let dob = text(account, "dob", &["account", "dob"], 64, &mut errors)
         .filter(|d| !d.is_empty())
         .and_then(|d| {
             let parsed = parse_dob(&d);
             if parsed.is_none() {
-                errors.add(&["account", "dob"], "must be a date (1989-12-12) or an RFC 3339 datetime");
+                errors.add(
+                    &["account", "dob"],
+                    "must be a date (1989-12-12) or an RFC 3339 datetime",
+                );
             }
             parsed
         });
@@ -282,7 +317,9 @@ pub fn create(conn: &mut DbConn, core: &Core, input: &Value, now: i64) -> AppRes
             return Err(AppError::InvalidSecretIdentifier);
         }
         db::users::insert(conn, &user, Some(&account)).map_err(|e| match e {
-            DbError::Conflict(m) => AppError::Conflict { field: conflict_field(&m) },
+            DbError::Conflict(m) => AppError::Conflict {
+                field: conflict_field(&m),
+            },
             other => other.into(),
         })
     })?;
@@ -314,8 +351,9 @@ pub fn create_for_phone(conn: &mut DbConn, phone: &str, now: i64) -> AppResult<U
     match conn.write_tx(|conn| db::users::insert(conn, &user, Some(&account))) {
         Ok(()) => Ok(user),
         // Another request created this phone's user first: use that one.
-        Err(DbError::Conflict(_)) => db::users::find_by_phone(conn, phone)?
-            .ok_or_else(|| AppError::Conflict { field: "phone" }),
+        Err(DbError::Conflict(_)) => {
+            db::users::find_by_phone(conn, phone)?.ok_or(AppError::Conflict { field: "phone" })
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -325,15 +363,25 @@ pub fn phone_has_user(conn: &mut DbConn, phone: &str) -> AppResult<bool> {
 }
 
 /// `phonekey createsuperuser`.
-pub fn create_superuser(conn: &mut DbConn, username: &str, email: &str, password: &str, now: i64) -> AppResult<UserRow> {
+pub fn create_superuser(
+    conn: &mut DbConn,
+    username: &str,
+    email: &str,
+    password: &str,
+    now: i64,
+) -> AppResult<UserRow> {
     if !valid_username(username) {
-        return Err(AppError::invalid_request("username may contain only letters, digits and @.+-_"));
+        return Err(AppError::invalid_request(
+            "username may contain only letters, digits and @.+-_",
+        ));
     }
     if !email.is_empty() && !email_address::EmailAddress::is_valid(email) {
         return Err(AppError::invalid_request("not an email address"));
     }
     if password.chars().count() < 8 {
-        return Err(AppError::invalid_request("the password must be at least 8 characters"));
+        return Err(AppError::invalid_request(
+            "the password must be at least 8 characters",
+        ));
     }
     let user = UserRow {
         id: secrets::random_hex(16),
@@ -347,7 +395,9 @@ pub fn create_superuser(conn: &mut DbConn, username: &str, email: &str, password
         date_joined: now,
     };
     db::users::insert(conn, &user, None).map_err(|e| match e {
-        DbError::Conflict(m) => AppError::Conflict { field: conflict_field(&m) },
+        DbError::Conflict(m) => AppError::Conflict {
+            field: conflict_field(&m),
+        },
         other => other.into(),
     })?;
     Ok(user)
@@ -369,7 +419,10 @@ mod tests {
         let mut e = FieldErrors::default();
         e.add(&["account", "phone"], "bad");
         e.add(&["email"], "bad");
-        let AppError::InvalidRequest { fields: Some(f), .. } = e.into_result().unwrap_err() else {
+        let AppError::InvalidRequest {
+            fields: Some(f), ..
+        } = e.into_result().unwrap_err()
+        else {
             panic!("expected field errors")
         };
         assert_eq!(f["account"]["phone"], "bad");

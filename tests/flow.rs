@@ -29,7 +29,9 @@ async fn verify_with_jwks(server: &TestServer, token: &str) -> Value {
     validation.set_issuer(&[&server.config.issuer]);
     validation.set_audience(&[&server.config.issuer]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    jsonwebtoken::decode::<Value>(token, &key, &validation).unwrap().claims
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap()
+        .claims
 }
 
 #[tokio::test]
@@ -40,21 +42,33 @@ async fn the_seed_flow_end_to_end() {
     let phone = new_phone();
 
     // getcode: the code travels only in the SMS, never in the response.
-    let (status, body, _) = server.post_form("/otp/getcode/", &[("phone", &phone)], &new_ip()).await;
+    let (status, body, _) = server
+        .post_form("/otp/getcode/", &[("phone", &phone)], &new_ip())
+        .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({ "phone": phone, "expires_in": 300, "resend_in": 30 }));
+    assert_eq!(
+        body,
+        json!({ "phone": phone, "expires_in": 300, "resend_in": 30 })
+    );
     let sms = server.sms.messages().pop().expect("an SMS was sent");
     assert_eq!(sms["to"], phone.as_str());
     let code = sms["code"].as_str().unwrap().to_string();
     assert_eq!(code.len(), 6);
     assert!(code.bytes().all(|b| b.is_ascii_digit()));
     let text = sms["body"].as_str().unwrap();
-    assert!(text.ends_with(&format!("@127.0.0.1 #{code}")), "autofill line: {text}");
+    assert!(
+        text.ends_with(&format!("@127.0.0.1 #{code}")),
+        "autofill line: {text}"
+    );
     assert!(!body.to_string().contains(&code));
 
     // verifycode
     let (status, body, _) = server
-        .post_form("/otp/verifycode/", &[("phone", &phone), ("code", &code)], &new_ip())
+        .post_form(
+            "/otp/verifycode/",
+            &[("phone", &phone), ("code", &code)],
+            &new_ip(),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let ticket = body["secret_identifier"].as_str().unwrap().to_string();
@@ -94,7 +108,11 @@ async fn the_seed_flow_end_to_end() {
         .http
         .post(server.url("/o/extended_token/"))
         .basic_auth(&client_id, Some(&secret))
-        .form(&[("grant_type", "otp"), ("phone", phone.as_str()), ("secret_identifier", ticket.as_str())])
+        .form(&[
+            ("grant_type", "otp"),
+            ("phone", phone.as_str()),
+            ("secret_identifier", ticket.as_str()),
+        ])
         .send()
         .await
         .unwrap();
@@ -109,13 +127,23 @@ async fn the_seed_flow_end_to_end() {
     assert_eq!(claims["sub"], user["id"]);
     assert_eq!(claims["client_id"], client_id.as_str());
     assert_eq!(claims["scope"], tokens["scope"]);
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        3600
+    );
     assert!(claims["jti"].as_str().is_some());
 
     // refresh: a new pair; the old refresh token is dead and its reuse kills the family
     let refresh1 = tokens["refresh_token"].as_str().unwrap().to_string();
     let (status, rotated, _) = server
-        .token_basic(&client_id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &refresh1)])
+        .token_basic(
+            &client_id,
+            &secret,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh1),
+            ],
+        )
         .await;
     assert_eq!(status, 200, "{rotated}");
     let refresh2 = rotated["refresh_token"].as_str().unwrap().to_string();
@@ -125,14 +153,34 @@ async fn the_seed_flow_end_to_end() {
     assert_ne!(claims2["jti"], claims["jti"]);
 
     let (status, body, _) = server
-        .token_basic(&client_id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &refresh1)])
+        .token_basic(
+            &client_id,
+            &secret,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh1),
+            ],
+        )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
     // The family is revoked: the newest refresh token no longer works either.
     let (status, body, _) = server
-        .token_basic(&client_id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &refresh2)])
+        .token_basic(
+            &client_id,
+            &secret,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh2),
+            ],
+        )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
 }
 
 #[tokio::test]
@@ -164,9 +212,16 @@ async fn otp_grant_with_the_code_in_one_step() {
 
     // The code was spent.
     let (status, body, _) = server
-        .token_basic(&client_id, &secret, &[("grant_type", "otp"), ("phone", &phone), ("code", &code)])
+        .token_basic(
+            &client_id,
+            &secret,
+            &[("grant_type", "otp"), ("phone", &phone), ("code", &code)],
+        )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
 }
 
 #[tokio::test]
@@ -177,7 +232,11 @@ async fn auto_create_users_signs_up_on_first_login() {
     let phone = new_phone();
     let code = server.get_code(&phone).await;
     let (status, tokens, _) = server
-        .token_basic(&client_id, &secret, &[("grant_type", "otp"), ("phone", &phone), ("code", &code)])
+        .token_basic(
+            &client_id,
+            &secret,
+            &[("grant_type", "otp"), ("phone", &phone), ("code", &code)],
+        )
         .await;
     assert_eq!(status, 200, "{tokens}");
     // No refresh_token grant for this client: no refresh token either.
@@ -187,7 +246,11 @@ async fn auto_create_users_signs_up_on_first_login() {
     // A second login finds the same user.
     let code = server.get_code_after_cooldown(&phone).await;
     let (status, tokens, _) = server
-        .token_basic(&client_id, &secret, &[("grant_type", "otp"), ("phone", &phone), ("code", &code)])
+        .token_basic(
+            &client_id,
+            &secret,
+            &[("grant_type", "otp"), ("phone", &phone), ("code", &code)],
+        )
         .await;
     assert_eq!(status, 200, "{tokens}");
     let claims = verify_with_jwks(&server, tokens["access_token"].as_str().unwrap()).await;
@@ -201,9 +264,17 @@ async fn without_auto_create_an_unknown_phone_gets_invalid_grant() {
     let phone = new_phone();
     let code = server.get_code(&phone).await;
     let (status, body, _) = server
-        .token_basic(&client_id, &secret.unwrap(), &[("grant_type", "otp"), ("phone", &phone), ("code", &code)])
+        .token_basic(
+            &client_id,
+            &secret.unwrap(),
+            &[("grant_type", "otp"), ("phone", &phone), ("code", &code)],
+        )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -217,16 +288,33 @@ async fn scopes_are_granted_by_policy_in_stable_order() {
 
     let code = server.get_code_after_cooldown(&phone).await;
     let (status, body, _) = server
-        .token_basic(&client_id, &secret, &[("grant_type", "otp"), ("phone", &phone), ("code", &code), ("scope", "admin")])
+        .token_basic(
+            &client_id,
+            &secret,
+            &[
+                ("grant_type", "otp"),
+                ("phone", &phone),
+                ("code", &code),
+                ("scope", "admin"),
+            ],
+        )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope"))
+    );
 
     // The bad scope cost no code: the same code still works.
     let (status, tokens, _) = server
         .token_basic(
             &client_id,
             &secret,
-            &[("grant_type", "otp"), ("phone", &phone), ("code", &code), ("scope", "write read")],
+            &[
+                ("grant_type", "otp"),
+                ("phone", &phone),
+                ("code", &code),
+                ("scope", "write read"),
+            ],
         )
         .await;
     assert_eq!(status, 200, "{tokens}");
@@ -245,7 +333,12 @@ async fn public_client_logs_in_and_refreshes_with_its_id_alone() {
     let (status, tokens, _) = server
         .post_form(
             "/o/token/",
-            &[("grant_type", "otp"), ("phone", &phone), ("secret_identifier", &ticket), ("client_id", &client_id)],
+            &[
+                ("grant_type", "otp"),
+                ("phone", &phone),
+                ("secret_identifier", &ticket),
+                ("client_id", &client_id),
+            ],
             &new_ip(),
         )
         .await;
@@ -254,7 +347,11 @@ async fn public_client_logs_in_and_refreshes_with_its_id_alone() {
     let (status, body, _) = server
         .post_form(
             "/o/token/",
-            &[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", &client_id)],
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh),
+                ("client_id", &client_id),
+            ],
             &new_ip(),
         )
         .await;
@@ -265,35 +362,82 @@ async fn public_client_logs_in_and_refreshes_with_its_id_alone() {
     let (status, body, _) = server
         .post_form(
             "/o/token/",
-            &[("grant_type", "refresh_token"), ("refresh_token", body["refresh_token"].as_str().unwrap()), ("client_id", &other)],
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", body["refresh_token"].as_str().unwrap()),
+                ("client_id", &other),
+            ],
             &new_ip(),
         )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
 }
 
 #[tokio::test]
 async fn health_readiness_and_jwks() {
     let server = TestServer::start();
-    let (status, body, _) = split(server.http.get(server.url("/healthz")).send().await.unwrap()).await;
+    let (status, body, _) = split(
+        server
+            .http
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
-    let (status, body, _) = split(server.http.get(server.url("/readyz/")).send().await.unwrap()).await;
+    let (status, body, _) = split(
+        server
+            .http
+            .get(server.url("/readyz/"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(body["database"], server.db.backend());
-    let (status, jwks, headers) =
-        split(server.http.get(server.url("/.well-known/jwks.json")).send().await.unwrap()).await;
+    let (status, jwks, headers) = split(
+        server
+            .http
+            .get(server.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
-    assert!(headers["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
     let key = &jwks["keys"][0];
-    assert_eq!((key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()), (Some("OKP"), Some("Ed25519"), Some("EdDSA")));
-    assert!(jwks["keys"][0].get("d").is_none(), "no private part is published");
+    assert_eq!(
+        (
+            key["kty"].as_str(),
+            key["crv"].as_str(),
+            key["alg"].as_str()
+        ),
+        (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
+    );
+    assert!(
+        jwks["keys"][0].get("d").is_none(),
+        "no private part is published"
+    );
 }
 
 /// The suite runs on the database it was asked to: CI fails if the MariaDB half silently ran on SQLite.
 #[tokio::test]
 async fn runs_on_the_requested_backend() {
     let server = TestServer::start();
-    let expected = if database_server().is_some() { "mysql" } else { "sqlite" };
+    let expected = if database_server().is_some() {
+        "mysql"
+    } else {
+        "sqlite"
+    };
     let (_, body, _) = split(server.http.get(server.url("/readyz")).send().await.unwrap()).await;
     assert_eq!(body["database"], expected);
     println!("PHONEKEY_BACKEND_UNDER_TEST={expected}");

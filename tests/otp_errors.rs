@@ -9,25 +9,50 @@ use serde_json::json;
 async fn bad_phones_get_invalid_phone() {
     let server = TestServer::start();
     for bad in ["", "abc", "+1", "1234567822", "+99999999999999999999"] {
-        let (status, body, _) = server.post_form("/otp/getcode/", &[("phone", bad)], &new_ip()).await;
-        let expected = if bad.is_empty() { "invalid_request" } else { "invalid_phone" };
-        assert_eq!((status, body["error"].as_str()), (400, Some(expected)), "{bad}: {body}");
+        let (status, body, _) = server
+            .post_form("/otp/getcode/", &[("phone", bad)], &new_ip())
+            .await;
+        let expected = if bad.is_empty() {
+            "invalid_request"
+        } else {
+            "invalid_phone"
+        };
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some(expected)),
+            "{bad}: {body}"
+        );
         assert!(body["error_description"].as_str().is_some());
     }
-    let (status, body, _) = server.post_json("/otp/verifycode/", &json!({"phone": "nope", "code": "123456"})).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_phone")));
+    let (status, body, _) = server
+        .post_json(
+            "/otp/verifycode/",
+            &json!({"phone": "nope", "code": "123456"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_phone"))
+    );
     assert!(server.sms.messages().is_empty());
 }
 
 #[tokio::test]
 async fn national_format_with_a_default_region() {
     let server = TestServer::start_with(&[("PHONEKEY_DEFAULT_REGION", "IN")]);
-    let (status, body, _) = server.post_form("/otp/getcode/", &[("phone", "098765 43210")], &new_ip()).await;
+    let (status, body, _) = server
+        .post_form("/otp/getcode/", &[("phone", "098765 43210")], &new_ip())
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["phone"], "+919876543210");
     // The code verifies whatever spelling of the number comes back.
     let code = server.sms.last_code("+919876543210");
-    let (status, body, _) = server.post_json("/otp/verifycode/", &json!({"phone": "+91 98765 43210", "code": code})).await;
+    let (status, body, _) = server
+        .post_json(
+            "/otp/verifycode/",
+            &json!({"phone": "+91 98765 43210", "code": code}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -38,13 +63,33 @@ async fn wrong_codes_count_down_and_kill_the_code() {
     let code = server.get_code(&phone).await;
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for left in (0..5).rev() {
-        let (status, body, _) = server.post_form("/otp/verifycode/", &[("phone", &phone), ("code", wrong)], &new_ip()).await;
-        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_code")), "{body}");
+        let (status, body, _) = server
+            .post_form(
+                "/otp/verifycode/",
+                &[("phone", &phone), ("code", wrong)],
+                &new_ip(),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_code")),
+            "{body}"
+        );
         assert_eq!(body["attempts_left"], left);
     }
     // Dead: even the right code is refused now.
-    let (status, body, _) = server.post_form("/otp/verifycode/", &[("phone", &phone), ("code", &code)], &new_ip()).await;
-    assert_eq!((status, body["error"].as_str()), (429, Some("too_many_attempts")), "{body}");
+    let (status, body, _) = server
+        .post_form(
+            "/otp/verifycode/",
+            &[("phone", &phone), ("code", &code)],
+            &new_ip(),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("too_many_attempts")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -53,10 +98,20 @@ async fn expired_and_absent_codes_look_the_same() {
     let phone = new_phone();
     let code = server.get_code(&phone).await;
     server.clock.advance(301);
-    let (status, expired, _) = server.post_form("/otp/verifycode/", &[("phone", &phone), ("code", &code)], &new_ip()).await;
+    let (status, expired, _) = server
+        .post_form(
+            "/otp/verifycode/",
+            &[("phone", &phone), ("code", &code)],
+            &new_ip(),
+        )
+        .await;
     assert_eq!(status, 400);
     let (status, absent, _) = server
-        .post_form("/otp/verifycode/", &[("phone", &new_phone()), ("code", "123456")], &new_ip())
+        .post_form(
+            "/otp/verifycode/",
+            &[("phone", &new_phone()), ("code", "123456")],
+            &new_ip(),
+        )
         .await;
     assert_eq!(status, 400);
     assert_eq!(expired, absent);
@@ -69,10 +124,25 @@ async fn a_code_verifies_once() {
     let server = TestServer::start();
     let phone = new_phone();
     let code = server.get_code(&phone).await;
-    let (status, _, _) = server.post_form("/otp/verifycode/", &[("phone", &phone), ("code", &code)], &new_ip()).await;
+    let (status, _, _) = server
+        .post_form(
+            "/otp/verifycode/",
+            &[("phone", &phone), ("code", &code)],
+            &new_ip(),
+        )
+        .await;
     assert_eq!(status, 200);
-    let (status, body, _) = server.post_form("/otp/verifycode/", &[("phone", &phone), ("code", &code)], &new_ip()).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_code")));
+    let (status, body, _) = server
+        .post_form(
+            "/otp/verifycode/",
+            &[("phone", &phone), ("code", &code)],
+            &new_ip(),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_code"))
+    );
 }
 
 #[tokio::test]
@@ -82,10 +152,22 @@ async fn a_new_code_supersedes_the_old_one() {
     let first = server.get_code(&phone).await;
     let second = server.get_code_after_cooldown(&phone).await;
     if first != second {
-        let (status, _, _) = server.post_form("/otp/verifycode/", &[("phone", &phone), ("code", &first)], &new_ip()).await;
+        let (status, _, _) = server
+            .post_form(
+                "/otp/verifycode/",
+                &[("phone", &phone), ("code", &first)],
+                &new_ip(),
+            )
+            .await;
         assert_eq!(status, 400, "the superseded code must not verify");
     }
-    let (status, body, _) = server.post_form("/otp/verifycode/", &[("phone", &phone), ("code", &second)], &new_ip()).await;
+    let (status, body, _) = server
+        .post_form(
+            "/otp/verifycode/",
+            &[("phone", &phone), ("code", &second)],
+            &new_ip(),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -95,11 +177,18 @@ async fn resend_cooldown_with_retry_after() {
     let phone = new_phone();
     server.get_code(&phone).await;
     server.clock.advance(10);
-    let (status, body, headers) = server.post_form("/otp/getcode/", &[("phone", &phone)], &new_ip()).await;
-    assert_eq!((status, body["error"].as_str()), (429, Some("rate_limited")));
+    let (status, body, headers) = server
+        .post_form("/otp/getcode/", &[("phone", &phone)], &new_ip())
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("rate_limited"))
+    );
     assert_eq!(headers["retry-after"], "20");
     server.clock.advance(20);
-    let (status, _, _) = server.post_form("/otp/getcode/", &[("phone", &phone)], &new_ip()).await;
+    let (status, _, _) = server
+        .post_form("/otp/getcode/", &[("phone", &phone)], &new_ip())
+        .await;
     assert_eq!(status, 200);
 }
 
@@ -111,12 +200,20 @@ async fn codes_per_phone_per_hour() {
         server.get_code_after_cooldown(&phone).await;
     }
     server.clock.advance(31);
-    let (status, body, headers) = server.post_form("/otp/getcode/", &[("phone", &phone)], &new_ip()).await;
-    assert_eq!((status, body["error"].as_str()), (429, Some("rate_limited")), "{body}");
+    let (status, body, headers) = server
+        .post_form("/otp/getcode/", &[("phone", &phone)], &new_ip())
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("rate_limited")),
+        "{body}"
+    );
     let wait: i64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(wait > 30 && wait <= 3600, "{wait}");
     server.clock.advance(wait);
-    let (status, _, _) = server.post_form("/otp/getcode/", &[("phone", &phone)], &new_ip()).await;
+    let (status, _, _) = server
+        .post_form("/otp/getcode/", &[("phone", &phone)], &new_ip())
+        .await;
     assert_eq!(status, 200, "a new hour, a new window");
 }
 
@@ -125,20 +222,34 @@ async fn codes_per_ip_per_hour_and_untrusted_forwarded_for() {
     let server = TestServer::start_with(&[("PHONEKEY_OTP_PER_IP_HOUR", "3")]);
     let ip = new_ip();
     for _ in 0..3 {
-        let (status, _, _) = server.post_form("/otp/getcode/", &[("phone", &new_phone())], &ip).await;
+        let (status, _, _) = server
+            .post_form("/otp/getcode/", &[("phone", &new_phone())], &ip)
+            .await;
         assert_eq!(status, 200);
     }
-    let (status, body, headers) = server.post_form("/otp/getcode/", &[("phone", &new_phone())], &ip).await;
-    assert_eq!((status, body["error"].as_str()), (429, Some("rate_limited")));
+    let (status, body, headers) = server
+        .post_form("/otp/getcode/", &[("phone", &new_phone())], &ip)
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("rate_limited"))
+    );
     assert!(headers.contains_key("retry-after"));
     // A refused request spent nothing: another IP still gets a code for a new phone.
-    let (status, _, _) = server.post_form("/otp/getcode/", &[("phone", &new_phone())], &new_ip()).await;
+    let (status, _, _) = server
+        .post_form("/otp/getcode/", &[("phone", &new_phone())], &new_ip())
+        .await;
     assert_eq!(status, 200);
 
     // Behind an untrusted peer, X-Forwarded-For is ignored: the peer is the client.
-    let strict = TestServer::start_with(&[("PHONEKEY_OTP_PER_IP_HOUR", "2"), ("PHONEKEY_TRUSTED_PROXIES", "")]);
+    let strict = TestServer::start_with(&[
+        ("PHONEKEY_OTP_PER_IP_HOUR", "2"),
+        ("PHONEKEY_TRUSTED_PROXIES", ""),
+    ]);
     for expected in [200, 200, 429] {
-        let (status, _, _) = strict.post_form("/otp/getcode/", &[("phone", &new_phone())], &new_ip()).await;
+        let (status, _, _) = strict
+            .post_form("/otp/getcode/", &[("phone", &new_phone())], &new_ip())
+            .await;
         assert_eq!(status, expected);
     }
 }
@@ -148,19 +259,37 @@ async fn sms_provider_refusing_or_unreachable_is_503_and_drops_the_code() {
     let server = TestServer::start();
     let phone = new_phone();
     server.sms.set_mode(SmsMode::Refuse);
-    let (status, body, _) = server.post_form("/otp/getcode/", &[("phone", &phone)], &new_ip()).await;
-    assert_eq!((status, body["error"].as_str()), (503, Some("sms_unavailable")), "{body}");
+    let (status, body, _) = server
+        .post_form("/otp/getcode/", &[("phone", &phone)], &new_ip())
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("sms_unavailable")),
+        "{body}"
+    );
     server.sms.set_mode(SmsMode::Deliver);
     // The dropped code is gone: nothing verifies for this phone.
-    let (status, _, _) = server.post_form("/otp/verifycode/", &[("phone", &phone), ("code", "123456")], &new_ip()).await;
+    let (status, _, _) = server
+        .post_form(
+            "/otp/verifycode/",
+            &[("phone", &phone), ("code", "123456")],
+            &new_ip(),
+        )
+        .await;
     assert_eq!(status, 400);
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}/sms", closed.local_addr().unwrap());
     drop(closed);
     let down = TestServer::start_with(&[("PHONEKEY_SMS_WEBHOOK_URL", &dead_url)]);
-    let (status, body, _) = down.post_form("/otp/getcode/", &[("phone", &new_phone())], &new_ip()).await;
-    assert_eq!((status, body["error"].as_str()), (503, Some("sms_unavailable")), "{body}");
+    let (status, body, _) = down
+        .post_form("/otp/getcode/", &[("phone", &new_phone())], &new_ip())
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("sms_unavailable")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -169,9 +298,13 @@ async fn same_answer_for_known_and_unknown_phones() {
     let known = new_phone();
     server.signed_up_user(&known).await;
     server.clock.advance(31);
-    let (s1, b1, _) = server.post_form("/otp/getcode/", &[("phone", &known)], &new_ip()).await;
+    let (s1, b1, _) = server
+        .post_form("/otp/getcode/", &[("phone", &known)], &new_ip())
+        .await;
     let unknown = new_phone();
-    let (s2, b2, _) = server.post_form("/otp/getcode/", &[("phone", &unknown)], &new_ip()).await;
+    let (s2, b2, _) = server
+        .post_form("/otp/getcode/", &[("phone", &unknown)], &new_ip())
+        .await;
     assert_eq!((s1, s2), (200, 200));
     let strip = |mut v: serde_json::Value| {
         v.as_object_mut().unwrap().remove("phone");
@@ -182,9 +315,14 @@ async fn same_answer_for_known_and_unknown_phones() {
 
 #[tokio::test]
 async fn configured_code_length_and_ttl() {
-    let server = TestServer::start_with(&[("PHONEKEY_OTP_CODE_LENGTH", "8"), ("PHONEKEY_OTP_CODE_TTL", "120")]);
+    let server = TestServer::start_with(&[
+        ("PHONEKEY_OTP_CODE_LENGTH", "8"),
+        ("PHONEKEY_OTP_CODE_TTL", "120"),
+    ]);
     let phone = new_phone();
-    let (status, body, _) = server.post_form("/otp/getcode/", &[("phone", &phone)], &new_ip()).await;
+    let (status, body, _) = server
+        .post_form("/otp/getcode/", &[("phone", &phone)], &new_ip())
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["expires_in"], 120);
     assert_eq!(server.sms.last_code(&phone).len(), 8);
@@ -196,10 +334,22 @@ async fn malformed_and_oversized_bodies() {
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("application/json", b"{not json".to_vec(), 400),
         ("application/json", b"[1,2]".to_vec(), 400),
-        ("application/json", br#"{"phone": {"nested": 1}}"#.to_vec(), 400),
+        (
+            "application/json",
+            br#"{"phone": {"nested": 1}}"#.to_vec(),
+            400,
+        ),
         ("text/plain", b"phone=+14155550123".to_vec(), 400),
-        ("application/x-www-form-urlencoded", b"phone=%2B1&phone=%2B2".to_vec(), 400),
-        ("application/x-www-form-urlencoded", vec![b'a'; 70 * 1024], 413),
+        (
+            "application/x-www-form-urlencoded",
+            b"phone=%2B1&phone=%2B2".to_vec(),
+            400,
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            vec![b'a'; 70 * 1024],
+            413,
+        ),
         ("application/json", b"{}".to_vec(), 400),
     ];
     for (content_type, body, expected) in cases {
@@ -223,8 +373,27 @@ async fn malformed_and_oversized_bodies() {
         }
     }
     // Unknown paths and methods answer JSON too.
-    let (status, body, _) = split(server.http.get(server.url("/no/such/thing")).send().await.unwrap()).await;
+    let (status, body, _) = split(
+        server
+            .http
+            .get(server.url("/no/such/thing"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
-    let (status, body, _) = split(server.http.get(server.url("/otp/getcode/")).send().await.unwrap()).await;
-    assert_eq!((status, body["error"].as_str()), (405, Some("invalid_request")));
+    let (status, body, _) = split(
+        server
+            .http
+            .get(server.url("/otp/getcode/"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (405, Some("invalid_request"))
+    );
 }

@@ -11,7 +11,9 @@ const RACERS: usize = 20;
 async fn statuses<F, Fut>(make: F) -> Vec<(u16, serde_json::Value)>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = (u16, serde_json::Value, reqwest::header::HeaderMap)> + Send + 'static,
+    Fut: std::future::Future<Output = (u16, serde_json::Value, reqwest::header::HeaderMap)>
+        + Send
+        + 'static,
 {
     let handles: Vec<_> = (0..RACERS).map(|_| tokio::spawn(make())).collect();
     let mut out = Vec::new();
@@ -33,13 +35,23 @@ async fn parallel_verifycode_yields_one_ticket() {
     let code = server.get_code(&phone).await;
     let results = statuses(|| {
         let (server, phone, code) = (server.clone(), phone.clone(), code.clone());
-        async move { server.post_form("/otp/verifycode/", &[("phone", &phone), ("code", &code)], &new_ip()).await }
+        async move {
+            server
+                .post_form(
+                    "/otp/verifycode/",
+                    &[("phone", &phone), ("code", &code)],
+                    &new_ip(),
+                )
+                .await
+        }
     })
     .await;
     assert_eq!(count(&results, 200), 1, "{results:?}");
     for (status, body) in &results {
         assert!(
-            *status == 200 || (*status == 400 && body["error"] == "invalid_code") || (*status == 429 && body["error"] == "too_many_attempts"),
+            *status == 200
+                || (*status == 400 && body["error"] == "invalid_code")
+                || (*status == 429 && body["error"] == "too_many_attempts"),
             "{status} {body}"
         );
     }
@@ -53,21 +65,37 @@ async fn parallel_refreshes_yield_one_new_pair() {
     let phone = new_phone();
     let (ticket, _) = server.signed_up_user(&phone).await;
     let (_, tokens, _) = server
-        .token_basic(&id, &secret, &[("grant_type", "otp"), ("phone", &phone), ("secret_identifier", &ticket)])
+        .token_basic(
+            &id,
+            &secret,
+            &[
+                ("grant_type", "otp"),
+                ("phone", &phone),
+                ("secret_identifier", &ticket),
+            ],
+        )
         .await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     let results = statuses(|| {
-        let (server, id, secret, refresh) = (server.clone(), id.clone(), secret.clone(), refresh.clone());
+        let (server, id, secret, refresh) =
+            (server.clone(), id.clone(), secret.clone(), refresh.clone());
         async move {
             server
-                .token_basic(&id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+                .token_basic(
+                    &id,
+                    &secret,
+                    &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+                )
                 .await
         }
     })
     .await;
     assert_eq!(count(&results, 200), 1, "{results:?}");
     assert_eq!(count(&results, 400), RACERS - 1, "{results:?}");
-    assert!(results.iter().filter(|(s, _)| *s == 400).all(|(_, b)| b["error"] == "invalid_grant"));
+    assert!(results
+        .iter()
+        .filter(|(s, _)| *s == 400)
+        .all(|(_, b)| b["error"] == "invalid_grant"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -76,7 +104,11 @@ async fn parallel_getcode_respects_the_cooldown() {
     let phone = new_phone();
     let results = statuses(|| {
         let (server, phone) = (server.clone(), phone.clone());
-        async move { server.post_form("/otp/getcode/", &[("phone", &phone)], &new_ip()).await }
+        async move {
+            server
+                .post_form("/otp/getcode/", &[("phone", &phone)], &new_ip())
+                .await
+        }
     })
     .await;
     assert_eq!(count(&results, 200), 1, "{results:?}");
@@ -95,17 +127,34 @@ async fn parallel_ticket_use_yields_one_user_and_one_token() {
         let (server, ticket) = (server.clone(), ticket.clone());
         async move {
             server
-                .put_json("/api/v1/user/", &serde_json::json!({ "auto_username": true, "secret_identifier": ticket }))
+                .put_json(
+                    "/api/v1/user/",
+                    &serde_json::json!({ "auto_username": true, "secret_identifier": ticket }),
+                )
                 .await
         }
     })
     .await;
     assert_eq!(count(&users, 201), 1, "{users:?}");
     let tokens = statuses(|| {
-        let (server, id, secret, phone, ticket) = (server.clone(), id.clone(), secret.clone(), phone.clone(), ticket.clone());
+        let (server, id, secret, phone, ticket) = (
+            server.clone(),
+            id.clone(),
+            secret.clone(),
+            phone.clone(),
+            ticket.clone(),
+        );
         async move {
             server
-                .token_basic(&id, &secret, &[("grant_type", "otp"), ("phone", &phone), ("secret_identifier", &ticket)])
+                .token_basic(
+                    &id,
+                    &secret,
+                    &[
+                        ("grant_type", "otp"),
+                        ("phone", &phone),
+                        ("secret_identifier", &ticket),
+                    ],
+                )
                 .await
         }
     })

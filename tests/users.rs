@@ -16,7 +16,11 @@ async fn the_ticket_is_required_and_checked_first() {
         json!({ "email": "nope", "secret_identifier": "x" }),
     ] {
         let (status, resp, _) = server.put_json("/api/v1/user/", &body).await;
-        assert_eq!((status, resp["error"].as_str()), (400, Some("invalid_secret_identifier")), "{body}");
+        assert_eq!(
+            (status, resp["error"].as_str()),
+            (400, Some("invalid_secret_identifier")),
+            "{body}"
+        );
     }
 }
 
@@ -28,14 +32,28 @@ async fn a_ticket_creates_one_user_and_then_still_buys_tokens_once() {
     let phone = new_phone();
     let (ticket, _) = server.signed_up_user(&phone).await;
     let (status, body, _) = server
-        .put_json("/api/v1/user/", &json!({ "auto_username": true, "secret_identifier": ticket }))
+        .put_json(
+            "/api/v1/user/",
+            &json!({ "auto_username": true, "secret_identifier": ticket }),
+        )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_secret_identifier")));
-    let form = [("grant_type", "otp"), ("phone", phone.as_str()), ("secret_identifier", ticket.as_str())];
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_secret_identifier"))
+    );
+    let form = [
+        ("grant_type", "otp"),
+        ("phone", phone.as_str()),
+        ("secret_identifier", ticket.as_str()),
+    ];
     let (status, _, _) = server.token_basic(&client_id, &secret, &form).await;
     assert_eq!(status, 200);
     let (status, body, _) = server.token_basic(&client_id, &secret, &form).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "ticket reuse at the token endpoint");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "ticket reuse at the token endpoint"
+    );
 }
 
 #[tokio::test]
@@ -44,9 +62,15 @@ async fn expired_ticket() {
     let ticket = server.verified_ticket(&new_phone()).await;
     server.clock.advance(601);
     let (status, body, _) = server
-        .put_json("/api/v1/user/", &json!({ "auto_username": true, "secret_identifier": ticket }))
+        .put_json(
+            "/api/v1/user/",
+            &json!({ "auto_username": true, "secret_identifier": ticket }),
+        )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_secret_identifier")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_secret_identifier"))
+    );
 }
 
 #[tokio::test]
@@ -60,7 +84,10 @@ async fn phone_mismatch_and_field_errors_keep_the_ticket() {
             &json!({ "auto_username": true, "secret_identifier": ticket, "account": { "phone": new_phone() } }),
         )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
     assert!(body["fields"]["account"]["phone"].is_string(), "{body}");
 
     let (status, body, _) = server
@@ -73,13 +100,22 @@ async fn phone_mismatch_and_field_errors_keep_the_ticket() {
     assert_eq!(status, 400);
     assert_eq!(body["fields"]["email"], "not an email address");
     assert!(body["fields"]["password"].is_string());
-    assert!(body["fields"]["username"].is_string(), "username is required without auto_username");
+    assert!(
+        body["fields"]["username"].is_string(),
+        "username is required without auto_username"
+    );
     assert!(body["fields"]["account"]["dob"].is_string());
 
     let (status, body, _) = server
-        .put_json("/api/v1/user/", &json!({ "secret_identifier": ticket, "account": { "phone": "garbage" } }))
+        .put_json(
+            "/api/v1/user/",
+            &json!({ "secret_identifier": ticket, "account": { "phone": "garbage" } }),
+        )
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_phone")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_phone"))
+    );
 
     // None of that spent the ticket.
     let (status, user, _) = server
@@ -102,7 +138,10 @@ async fn duplicates_are_409_and_leave_nothing_behind() {
     server.clock.advance(31);
     let ticket = server.verified_ticket(&phone).await;
     let (status, body, _) = server
-        .put_json("/api/v1/user/", &json!({ "auto_username": true, "secret_identifier": ticket }))
+        .put_json(
+            "/api/v1/user/",
+            &json!({ "auto_username": true, "secret_identifier": ticket }),
+        )
         .await;
     assert_eq!((status, body["error"].as_str()), (409, Some("conflict")));
     assert!(body["fields"]["phone"].is_string(), "{body}");
@@ -111,7 +150,10 @@ async fn duplicates_are_409_and_leave_nothing_behind() {
     let other = new_phone();
     let ticket = server.verified_ticket(&other).await;
     let (status, body, _) = server
-        .put_json("/api/v1/user/", &json!({ "username": username, "secret_identifier": ticket }))
+        .put_json(
+            "/api/v1/user/",
+            &json!({ "username": username, "secret_identifier": ticket }),
+        )
         .await;
     assert_eq!((status, body["error"].as_str()), (409, Some("conflict")));
     assert!(body["fields"]["username"].is_string(), "{body}");
@@ -130,7 +172,13 @@ async fn duplicates_are_409_and_leave_nothing_behind() {
     // No half-written user: the phone has no user, so verifycode says so.
     server.clock.advance(31);
     let code = server.get_code(&third).await;
-    let (_, body, _) = server.post_form("/otp/verifycode/", &[("phone", &third), ("code", &code)], &new_ip()).await;
+    let (_, body, _) = server
+        .post_form(
+            "/otp/verifycode/",
+            &[("phone", &third), ("code", &code)],
+            &new_ip(),
+        )
+        .await;
     assert_eq!(body["user_exists"], false);
 }
 
@@ -167,6 +215,12 @@ async fn verifycode_reports_existing_users() {
     server.signed_up_user(&phone).await;
     server.clock.advance(31);
     let code = server.get_code(&phone).await;
-    let (_, body, _) = server.post_form("/otp/verifycode/", &[("phone", &phone), ("code", &code)], &new_ip()).await;
+    let (_, body, _) = server
+        .post_form(
+            "/otp/verifycode/",
+            &[("phone", &phone), ("code", &code)],
+            &new_ip(),
+        )
+        .await;
     assert_eq!(body["user_exists"], true);
 }

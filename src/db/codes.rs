@@ -49,7 +49,13 @@ pub fn find_live(conn: &mut DbConn, phone: &str) -> DbResult<Option<CodeRow>> {
 /// Spends one attempt on the code, and marks it verified when `matched`.
 /// Only the first `max_attempts` attempts can land: the caller's comparison
 /// counts only if this returns true.
-pub fn spend_attempt(conn: &mut DbConn, id: &str, matched: bool, max_attempts: i32, now: i64) -> DbResult<bool> {
+pub fn spend_attempt(
+    conn: &mut DbConn,
+    id: &str,
+    matched: bool,
+    max_attempts: i32,
+    now: i64,
+) -> DbResult<bool> {
     let target = otp_codes::table
         .filter(otp_codes::id.eq(id))
         .filter(otp_codes::superseded_at.is_null())

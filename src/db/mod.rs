@@ -250,10 +250,19 @@ impl DbConn {
 
     /// Inserts a row unless its primary key exists (`sql` is the column list
     /// and VALUES part, the same on every backend).
-    pub(crate) fn insert_ignore_sql(&self, table: &str, columns_and_values: &str, key: &str) -> String {
+    pub(crate) fn insert_ignore_sql(
+        &self,
+        table: &str,
+        columns_and_values: &str,
+        key: &str,
+    ) -> String {
         match self.backend() {
-            Backend::Sqlite => format!("INSERT INTO {table} {columns_and_values} ON CONFLICT ({key}) DO NOTHING"),
-            Backend::Mysql => format!("INSERT INTO {table} {columns_and_values} ON DUPLICATE KEY UPDATE {key} = {key}"),
+            Backend::Sqlite => {
+                format!("INSERT INTO {table} {columns_and_values} ON CONFLICT ({key}) DO NOTHING")
+            }
+            Backend::Mysql => format!(
+                "INSERT INTO {table} {columns_and_values} ON DUPLICATE KEY UPDATE {key} = {key}"
+            ),
         }
     }
 }

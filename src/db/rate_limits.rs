@@ -55,7 +55,11 @@ pub fn hit(conn: &mut DbConn, bucket: &str, limit: &Limit, now: i64) -> DbResult
 
     let (window_start, hits, last_at): (i64, i32, i64) = rate_limits::table
         .filter(rate_limits::bucket.eq(bucket))
-        .select((rate_limits::window_start, rate_limits::hits, rate_limits::last_at))
+        .select((
+            rate_limits::window_start,
+            rate_limits::hits,
+            rate_limits::last_at,
+        ))
         .first(conn)?;
     let mut wait = last_at + limit.cooldown - now;
     if hits >= max_hits {

@@ -34,7 +34,9 @@ pub struct AccountRow {
 /// Inserts a user and, if given, its account. Run inside a transaction:
 /// a unique violation on the account must not leave the user behind.
 pub fn insert(conn: &mut DbConn, user: &UserRow, account: Option<&AccountRow>) -> DbResult<()> {
-    diesel::insert_into(users::table).values(user).execute(conn)?;
+    diesel::insert_into(users::table)
+        .values(user)
+        .execute(conn)?;
     if let Some(account) = account {
         diesel::insert_into(accounts::table)
             .values(account)

@@ -14,7 +14,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub async fn read(mut payload: web::Payload, limit: usize) -> AppResult<web::Bytes> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| AppError::invalid_request(format!("could not read the body: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| AppError::invalid_request(format!("could not read the body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(AppError::PayloadTooLarge { limit });
         }
@@ -37,7 +38,12 @@ pub fn kind(req: &HttpRequest) -> AppResult<Kind> {
     let value = value
         .to_str()
         .map_err(|_| AppError::invalid_request("unreadable Content-Type"))?;
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/json" => Ok(Kind::Json),
         e if e.starts_with("application/") && e.ends_with("+json") => Ok(Kind::Json),
@@ -55,8 +61,9 @@ pub async fn object(req: &HttpRequest, payload: web::Payload) -> AppResult<Value
     let bytes = read(payload, BODY_LIMIT).await?;
     match kind {
         Kind::Json => {
-            let value: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| AppError::invalid_request(format!("the body is not valid JSON: {e}")))?;
+            let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                AppError::invalid_request(format!("the body is not valid JSON: {e}"))
+            })?;
             if !value.is_object() {
                 return Err(AppError::invalid_request("the JSON body must be an object"));
             }
@@ -80,13 +87,20 @@ fn form_object(bytes: &[u8]) -> AppResult<Value> {
                 .entry(part.to_string())
                 .or_insert_with(|| Value::Object(Map::new()));
             let Value::Object(inner) = entry else {
-                return Err(AppError::invalid_request(format!("parameter {key:?} conflicts with another")));
+                return Err(AppError::invalid_request(format!(
+                    "parameter {key:?} conflicts with another"
+                )));
             };
             map = inner;
         }
         let last = path[path.len() - 1].to_string();
-        if map.insert(last, Value::String(value.into_owned())).is_some() {
-            return Err(AppError::invalid_request(format!("parameter {key:?} appears more than once")));
+        if map
+            .insert(last, Value::String(value.into_owned()))
+            .is_some()
+        {
+            return Err(AppError::invalid_request(format!(
+                "parameter {key:?} appears more than once"
+            )));
         }
     }
     Ok(Value::Object(root))

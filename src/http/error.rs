@@ -18,7 +18,9 @@ impl AppError {
             AppError::TooManyAttempts => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             AppError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             AppError::SmsUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "sms_unavailable"),
-            AppError::InvalidSecretIdentifier => (StatusCode::BAD_REQUEST, "invalid_secret_identifier"),
+            AppError::InvalidSecretIdentifier => {
+                (StatusCode::BAD_REQUEST, "invalid_secret_identifier")
+            }
             AppError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             AppError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             AppError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request"),
@@ -27,7 +29,9 @@ impl AppError {
                 (StatusCode::UNAUTHORIZED, e.kind.code())
             }
             AppError::OAuth(e) => (StatusCode::BAD_REQUEST, e.kind.code()),
-            AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+            AppError::Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            }
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         }
     }
@@ -35,7 +39,9 @@ impl AppError {
     fn description(&self) -> String {
         match self {
             AppError::OAuth(e) => e.description.clone(),
-            AppError::PayloadTooLarge { limit } => format!("the request body is larger than {limit} bytes"),
+            AppError::PayloadTooLarge { limit } => {
+                format!("the request body is larger than {limit} bytes")
+            }
             AppError::Unavailable(_) => "the database is unavailable; try again shortly".into(),
             AppError::Internal(_) => "an internal error occurred".into(),
             other => other.to_string(),
@@ -60,13 +66,18 @@ impl ResponseError for AppError {
         body.insert("error_description".into(), json!(self.description()));
         let mut response = HttpResponse::build(status);
         match self {
-            AppError::InvalidRequest { fields: Some(fields), .. } => {
+            AppError::InvalidRequest {
+                fields: Some(fields),
+                ..
+            } => {
                 body.insert("fields".into(), fields.clone());
             }
             AppError::Conflict { field } => {
                 body.insert("fields".into(), json!({ *field: "already taken" }));
             }
-            AppError::InvalidCode { attempts_left: Some(n) } => {
+            AppError::InvalidCode {
+                attempts_left: Some(n),
+            } => {
                 body.insert("attempts_left".into(), json!(n));
             }
             AppError::RateLimited { retry_after } => {
@@ -77,7 +88,8 @@ impl ResponseError for AppError {
                 response.insert_header((header::RETRY_AFTER, "5"));
             }
             AppError::OAuth(e) => {
-                response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+                response
+                    .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
                 response.insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));
                 if e.kind == OAuthErrorKind::InvalidClient && e.basic_auth_used {
                     response.insert_header((

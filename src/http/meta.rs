@@ -24,7 +24,8 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     let backend = state
         .blocking(|conn, _| {
-            conn.batch_execute("SELECT 1").map_err(crate::db::DbError::from)?;
+            conn.batch_execute("SELECT 1")
+                .map_err(crate::db::DbError::from)?;
             Ok(conn.backend().name())
         })
         .await?;

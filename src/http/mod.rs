@@ -65,7 +65,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The middleware every app gets, around `configure`.
-pub fn app(state: AppState) -> actix_web::App<
+pub fn app(
+    state: AppState,
+) -> actix_web::App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
         Config = (),

@@ -15,7 +15,11 @@ fn phone_param(state: &AppState, body: &serde_json::Value) -> AppResult<String> 
     phone::normalize(&raw, state.core.config.default_region).ok_or(AppError::InvalidPhone)
 }
 
-pub async fn getcode(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> AppResult<HttpResponse> {
+pub async fn getcode(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> AppResult<HttpResponse> {
     let body = body::object(&req, payload).await?;
     let phone = phone_param(&state, &body)?;
     let ip = client_ip(&req, &state.core.config.trusted_proxies);
@@ -27,14 +31,20 @@ pub async fn getcode(state: web::Data<AppState>, req: HttpRequest, payload: web:
     };
     let core = &state.core;
     let message = SmsMessage {
-        body: sms::render(&core.config.sms.template, &core.config.issuer_host(), &issued.code),
+        body: sms::render(
+            &core.config.sms.template,
+            &core.config.issuer_host(),
+            &issued.code,
+        ),
         to: phone.clone(),
         code: issued.code,
     };
     if let Err(e) = state.sms.send(&message).await {
         tracing::warn!(provider = state.sms.name(), error = %e, "SMS not sent; code dropped");
         let id = issued.id;
-        state.blocking(move |conn, _| otp::drop_code(conn, &id)).await?;
+        state
+            .blocking(move |conn, _| otp::drop_code(conn, &id))
+            .await?;
         return Err(AppError::SmsUnavailable);
     }
     // The same answer whether or not the phone has a user.
@@ -45,7 +55,11 @@ pub async fn getcode(state: web::Data<AppState>, req: HttpRequest, payload: web:
     })))
 }
 
-pub async fn verifycode(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> AppResult<HttpResponse> {
+pub async fn verifycode(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> AppResult<HttpResponse> {
     let body = body::object(&req, payload).await?;
     let phone = phone_param(&state, &body)?;
     let code = body::required(&body, "code")?;

@@ -10,15 +10,29 @@ use crate::error::{AppError, AppResult};
 use crate::oauth::request::TokenRequest;
 use crate::oauth::{self, OAuthError};
 
-pub async fn token(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> AppResult<HttpResponse> {
+pub async fn token(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> AppResult<HttpResponse> {
     if body::kind(&req)? != body::Kind::Form {
-        return Err(OAuthError::invalid_request("the token endpoint takes application/x-www-form-urlencoded").into());
+        return Err(OAuthError::invalid_request(
+            "the token endpoint takes application/x-www-form-urlencoded",
+        )
+        .into());
     }
     let mut auth = req.headers().get_all(header::AUTHORIZATION);
     let authorization = match (auth.next(), auth.next()) {
         (None, _) => None,
-        (Some(value), None) => Some(value.to_str().map_err(|_| OAuthError::invalid_client(true))?.to_string()),
-        (Some(_), Some(_)) => return Err(OAuthError::invalid_request("more than one Authorization header").into()),
+        (Some(value), None) => Some(
+            value
+                .to_str()
+                .map_err(|_| OAuthError::invalid_client(true))?
+                .to_string(),
+        ),
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_request("more than one Authorization header").into())
+        }
     };
     let bytes = body::read(payload, body::BODY_LIMIT).await?;
     let request = TokenRequest::parse(&bytes, authorization.as_deref()).map_err(AppError::from)?;

@@ -109,9 +109,7 @@ impl Client {
         match (&self.secret_hash, secret) {
             (None, None) => !self.confidential,
             (None, Some(s)) => !self.confidential && s.is_empty(),
-            (Some(stored), Some(s)) => Sha256Secrets
-                .check(&self.id, s, stored.as_bytes())
-                .is_ok(),
+            (Some(stored), Some(s)) => Sha256Secrets.check(&self.id, s, stored.as_bytes()).is_ok(),
             (Some(_), None) => false,
         }
     }
@@ -141,7 +139,12 @@ impl PasswordPolicy for Sha256Secrets {
         secrets::sha256_hex(passphrase).into_bytes()
     }
 
-    fn check(&self, _client_id: &str, passphrase: &[u8], stored: &[u8]) -> Result<(), RegistrarError> {
+    fn check(
+        &self,
+        _client_id: &str,
+        passphrase: &[u8],
+        stored: &[u8],
+    ) -> Result<(), RegistrarError> {
         let presented = secrets::sha256_hex(passphrase);
         let stored = std::str::from_utf8(stored).map_err(|_| RegistrarError::Unspecified)?;
         if secrets::ct_eq(&presented, stored) {
@@ -164,7 +167,11 @@ pub struct NewClient {
 
 /// Registers a client; returns it and, for confidential clients, the secret,
 /// which is shown once and stored only as a hash.
-pub fn create(conn: &mut DbConn, spec: &NewClient, now: i64) -> AppResult<(Client, Option<String>)> {
+pub fn create(
+    conn: &mut DbConn,
+    spec: &NewClient,
+    now: i64,
+) -> AppResult<(Client, Option<String>)> {
     validate(spec)?;
     let id = secrets::random_urlsafe(24);
     let secret = spec.confidential.then(|| secrets::random_urlsafe(32));
@@ -174,13 +181,28 @@ pub fn create(conn: &mut DbConn, spec: &NewClient, now: i64) -> AppResult<(Clien
     let mut grant_types = spec.grant_types.clone();
     grant_types.sort();
     grant_types.dedup();
-    let scopes = sorted(spec.scopes.iter().flat_map(|s| split(s)).collect::<Vec<_>>().into_iter());
+    let scopes = sorted(
+        spec.scopes
+            .iter()
+            .flat_map(|s| split(s))
+            .collect::<Vec<_>>()
+            .into_iter(),
+    );
     let row = ClientRow {
         client_id: id,
         secret_hash,
         name: spec.name.trim().to_string(),
-        client_type: if spec.confidential { "confidential" } else { "public" }.to_string(),
-        grant_types: grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(" "),
+        client_type: if spec.confidential {
+            "confidential"
+        } else {
+            "public"
+        }
+        .to_string(),
+        grant_types: grant_types
+            .iter()
+            .map(|g| g.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
         redirect_uris: spec.redirect_uris.join(" "),
         scopes: scopes.join(" "),
         default_scope: scopes.join(" "),
@@ -208,11 +230,18 @@ fn validate(spec: &NewClient) -> AppResult<()> {
     for uri in &spec.redirect_uris {
         match url::Url::parse(uri) {
             Ok(u) if u.fragment().is_none() && !uri.contains(char::is_whitespace) => {}
-            _ => return bad(&format!("{uri:?} is not an absolute URI without a fragment")),
+            _ => {
+                return bad(&format!(
+                    "{uri:?} is not an absolute URI without a fragment"
+                ))
+            }
         }
     }
     for scope in spec.scopes.iter().flat_map(|s| s.split_whitespace()) {
-        if scope.parse::<oxide_auth::primitives::scope::Scope>().is_err() {
+        if scope
+            .parse::<oxide_auth::primitives::scope::Scope>()
+            .is_err()
+        {
             return bad(&format!("{scope:?} is not a valid scope token"));
         }
     }
@@ -224,13 +253,18 @@ mod tests {
     use super::*;
 
     fn client(confidential: bool) -> Client {
-        let secret_hash = confidential
-            .then(|| String::from_utf8(Sha256Secrets.store("c", b"s3cret")).unwrap());
+        let secret_hash =
+            confidential.then(|| String::from_utf8(Sha256Secrets.store("c", b"s3cret")).unwrap());
         Client::from(ClientRow {
             client_id: "c".into(),
             secret_hash,
             name: "n".into(),
-            client_type: if confidential { "confidential" } else { "public" }.into(),
+            client_type: if confidential {
+                "confidential"
+            } else {
+                "public"
+            }
+            .into(),
             grant_types: "otp refresh_token".into(),
             redirect_uris: String::new(),
             scopes: "write read".into(),
@@ -261,8 +295,14 @@ mod tests {
     fn scope_policy() {
         let c = client(true);
         assert_eq!(c.grant_scope(None).unwrap(), vec!["read"]);
-        assert_eq!(c.grant_scope(Some("write read")).unwrap(), vec!["read", "write"]);
-        assert_eq!(c.grant_scope(Some("admin")).unwrap_err().kind, super::super::OAuthErrorKind::InvalidScope);
+        assert_eq!(
+            c.grant_scope(Some("write read")).unwrap(),
+            vec!["read", "write"]
+        );
+        assert_eq!(
+            c.grant_scope(Some("admin")).unwrap_err().kind,
+            super::super::OAuthErrorKind::InvalidScope
+        );
     }
 
     #[test]

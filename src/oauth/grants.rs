@@ -21,7 +21,11 @@ use crate::{otp, phone, users};
 /// `grant_type=otp`: a phone plus proof of it, either a verification ticket
 /// (`secret_identifier`) or the SMS `code` itself. A phone without proof is
 /// refused: the seed's phone-only call let any client log in as anyone.
-pub fn otp(store: &mut OAuthStore<'_>, request: &TokenRequest, client: &Client) -> AppResult<Issued> {
+pub fn otp(
+    store: &mut OAuthStore<'_>,
+    request: &TokenRequest,
+    client: &Client,
+) -> AppResult<Issued> {
     let core = store.core;
     let raw_phone = request
         .param("phone")
@@ -32,7 +36,9 @@ pub fn otp(store: &mut OAuthStore<'_>, request: &TokenRequest, client: &Client) 
         (Some(ticket), None) => otp::Proof::Ticket(ticket),
         (None, Some(code)) => otp::Proof::Code(code),
         (Some(_), Some(_)) => {
-            return Err(OAuthError::invalid_request("send secret_identifier or code, not both").into())
+            return Err(
+                OAuthError::invalid_request("send secret_identifier or code, not both").into(),
+            )
         }
         (None, None) => {
             return Err(OAuthError::invalid_request(
@@ -50,7 +56,9 @@ pub fn otp(store: &mut OAuthStore<'_>, request: &TokenRequest, client: &Client) 
         otp::consume_proof(&mut conn, core, &phone, proof, now).map_err(as_invalid_grant)?;
         match crate::db::users::find_by_phone(&mut conn, &phone)? {
             Some(user) => user.id,
-            None if core.config.otp.auto_create_users => users::create_for_phone(&mut conn, &phone, now)?.id,
+            None if core.config.otp.auto_create_users => {
+                users::create_for_phone(&mut conn, &phone, now)?.id
+            }
             None => {
                 return Err(OAuthError::invalid_grant(
                     "no user has this phone; create one with /api/v1/user/ first",
@@ -65,7 +73,9 @@ pub fn otp(store: &mut OAuthStore<'_>, request: &TokenRequest, client: &Client) 
         redirect_uri: Cow::Owned(RegisteredUrl::Semantic(no_redirect())),
     };
     let scope = scope.join(" ").parse().ok();
-    let pre = store.negotiate(bound, scope).map_err(|_| store_failure(store))?;
+    let pre = store
+        .negotiate(bound, scope)
+        .map_err(|_| store_failure(store))?;
     let grant = Grant {
         owner_id: user_id,
         client_id: pre.client_id,
@@ -75,13 +85,17 @@ pub fn otp(store: &mut OAuthStore<'_>, request: &TokenRequest, client: &Client) 
         extensions: Extensions::new(),
     };
     store.issue(grant).map_err(|()| store_failure(store))?;
-    store.take_issued().ok_or_else(|| AppError::Internal("issuer returned no token".into()))
+    store
+        .take_issued()
+        .ok_or_else(|| AppError::Internal("issuer returned no token".into()))
 }
 
 /// The token endpoint speaks RFC 6749 codes only: every failed proof is invalid_grant.
 fn as_invalid_grant(err: AppError) -> AppError {
     match err {
-        AppError::InvalidCode { .. } | AppError::TooManyAttempts | AppError::InvalidSecretIdentifier => {
+        AppError::InvalidCode { .. }
+        | AppError::TooManyAttempts
+        | AppError::InvalidSecretIdentifier => {
             OAuthError::invalid_grant("the proof is wrong, expired or already used").into()
         }
         other => other,
@@ -89,7 +103,11 @@ fn as_invalid_grant(err: AppError) -> AppError {
 }
 
 /// `grant_type=refresh_token` through oxide-auth's refresh flow.
-pub fn refresh(store: &mut OAuthStore<'_>, request: &TokenRequest, credentials: &ClientCredentials) -> AppResult<Issued> {
+pub fn refresh(
+    store: &mut OAuthStore<'_>,
+    request: &TokenRequest,
+    credentials: &ClientCredentials,
+) -> AppResult<Issued> {
     let adapter = RefreshRequest {
         request,
         client_id: &credentials.client_id,
@@ -115,7 +133,9 @@ pub fn refresh(store: &mut OAuthStore<'_>, request: &TokenRequest, credentials: 
             };
             Err(OAuthError::new(kind, message).into())
         }
-        Err(refresh_flow::Error::Unauthorized(..)) => Err(OAuthError::invalid_client(credentials.basic).into()),
+        Err(refresh_flow::Error::Unauthorized(..)) => {
+            Err(OAuthError::invalid_client(credentials.basic).into())
+        }
         Err(refresh_flow::Error::Primitive) => Err(store_failure(store)),
     }
 }
@@ -157,7 +177,10 @@ impl refresh_flow::Request for RefreshRequest<'_> {
     }
 
     fn authorization(&self) -> Option<(Cow<'_, str>, Cow<'_, [u8]>)> {
-        Some((Cow::Borrowed(self.client_id), Cow::Borrowed(self.secret.as_bytes())))
+        Some((
+            Cow::Borrowed(self.client_id),
+            Cow::Borrowed(self.secret.as_bytes()),
+        ))
     }
 
     fn extension(&self, key: &str) -> Option<Cow<'_, str>> {

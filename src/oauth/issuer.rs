@@ -76,18 +76,22 @@ impl OAuthStore<'_> {
             expires_at: now + ttl,
             revoked: false,
         };
-        let refresh_row = refresh_token.as_ref().zip(family).map(|(token, family)| RefreshTokenRow {
-            token_hash: secrets::sha256_hex(token.as_bytes()),
-            family,
-            parent_hash: spend.map(|t| secrets::sha256_hex(t.as_bytes())),
-            client_id: grant.client_id.clone(),
-            user_id,
-            scope: scope.clone(),
-            issued_at: now,
-            expires_at: now + core.config.tokens.refresh_ttl,
-            used_at: None,
-            revoked: false,
-        });
+        let refresh_row =
+            refresh_token
+                .as_ref()
+                .zip(family)
+                .map(|(token, family)| RefreshTokenRow {
+                    token_hash: secrets::sha256_hex(token.as_bytes()),
+                    family,
+                    parent_hash: spend.map(|t| secrets::sha256_hex(t.as_bytes())),
+                    client_id: grant.client_id.clone(),
+                    user_id,
+                    scope: scope.clone(),
+                    issued_at: now,
+                    expires_at: now + core.config.tokens.refresh_ttl,
+                    used_at: None,
+                    revoked: false,
+                });
         self.conn().write_tx(|conn| {
             if let Some(old) = spend {
                 if !db::tokens::spend_refresh(conn, &secrets::sha256_hex(old.as_bytes()), now)? {
@@ -154,10 +158,14 @@ impl Issuer for OAuthStore<'_> {
 
     fn recover_token<'a>(&'a self, token: &'a str) -> Result<Option<Grant>, ()> {
         let core = self.core;
-        let Some(claims) = core.keys.verify(token, &core.config.issuer, &core.config.tokens.audience) else {
+        let Some(claims) =
+            core.keys
+                .verify(token, &core.config.issuer, &core.config.tokens.audience)
+        else {
             return Ok(None);
         };
-        let row = db::tokens::find_access(&mut self.conn(), &claims.jti).map_err(|e| self.fail(e.into()))?;
+        let row = db::tokens::find_access(&mut self.conn(), &claims.jti)
+            .map_err(|e| self.fail(e.into()))?;
         match row {
             Some(row) if !row.revoked && row.expires_at > self.now => Ok(Some(Grant {
                 owner_id: claims.sub,
@@ -176,7 +184,8 @@ impl Issuer for OAuthStore<'_> {
             return Ok(None);
         }
         let hash = secrets::sha256_hex(token.as_bytes());
-        let row = db::tokens::find_refresh(&mut self.conn(), &hash).map_err(|e| self.fail(e.into()))?;
+        let row =
+            db::tokens::find_refresh(&mut self.conn(), &hash).map_err(|e| self.fail(e.into()))?;
         let Some(row) = row else { return Ok(None) };
         if row.revoked {
             return Ok(None);

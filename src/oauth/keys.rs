@@ -49,14 +49,15 @@ impl KeyRing {
             .iter()
             .find(|k| k.retired_at.is_none())
             .ok_or_else(|| AppError::Internal("no current signing key".into()))?;
-        let der = STANDARD
-            .decode(&current.private_key)
-            .map_err(|e| AppError::Internal(format!("stored key {} is corrupt: {e}", current.kid)))?;
+        let der = STANDARD.decode(&current.private_key).map_err(|e| {
+            AppError::Internal(format!("stored key {} is corrupt: {e}", current.kid))
+        })?;
         let mut verifying = Vec::new();
         let mut jwks = Vec::new();
         for row in rows.iter().filter(|k| k.alg == "EdDSA") {
-            let key = DecodingKey::from_ed_components(&row.public_key)
-                .map_err(|e| AppError::Internal(format!("stored key {} is corrupt: {e}", row.kid)))?;
+            let key = DecodingKey::from_ed_components(&row.public_key).map_err(|e| {
+                AppError::Internal(format!("stored key {} is corrupt: {e}", row.kid))
+            })?;
             verifying.push((row.kid.clone(), key));
             jwks.push(serde_json::json!({
                 "kty": "OKP", "crv": "Ed25519", "x": row.public_key,

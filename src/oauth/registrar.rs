@@ -65,7 +65,11 @@ impl Registrar for OAuthStore<'_> {
         })
     }
 
-    fn negotiate(&self, bound: BoundClient, scope: Option<Scope>) -> Result<PreGrant, RegistrarError> {
+    fn negotiate(
+        &self,
+        bound: BoundClient,
+        scope: Option<Scope>,
+    ) -> Result<PreGrant, RegistrarError> {
         let client = self.load_client(&bound.client_id)?;
         let requested = scope.map(|s| s.to_string());
         let granted = client.grant_scope(requested.as_deref()).map_err(|e| {

@@ -51,7 +51,10 @@ impl TokenRequest {
 
     /// A parameter's value; an empty value counts as absent (RFC 6749 §3.1).
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.params
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     pub fn credentials(&self) -> Result<ClientCredentials, OAuthError> {
@@ -129,7 +132,8 @@ mod tests {
 
     #[test]
     fn basic_credentials_are_form_decoded() {
-        let req = TokenRequest::parse(b"grant_type=otp", Some(&basic("my%20id", "a%2Bb+c%3A"))).unwrap();
+        let req =
+            TokenRequest::parse(b"grant_type=otp", Some(&basic("my%20id", "a%2Bb+c%3A"))).unwrap();
         let creds = req.credentials().unwrap();
         assert_eq!(creds.client_id, "my id");
         assert_eq!(creds.secret.as_deref(), Some("a+b c:"));
@@ -153,6 +157,13 @@ mod tests {
     fn body_credentials() {
         let req = TokenRequest::parse(b"client_id=abc&client_secret=s", None).unwrap();
         let creds = req.credentials().unwrap();
-        assert_eq!((creds.client_id.as_str(), creds.secret.as_deref(), creds.basic), ("abc", Some("s"), false));
+        assert_eq!(
+            (
+                creds.client_id.as_str(),
+                creds.secret.as_deref(),
+                creds.basic
+            ),
+            ("abc", Some("s"), false)
+        );
     }
 }

@@ -36,7 +36,9 @@ pub fn token(core: &Core, conn: &mut DbConn, request: &TokenRequest) -> AppResul
         }
         Err(RegistrarError::PrimitiveError) => return Err(store_failure(&store)),
     }
-    let client = store.client().ok_or_else(|| AppError::Internal("client vanished".into()))?;
+    let client = store
+        .client()
+        .ok_or_else(|| AppError::Internal("client vanished".into()))?;
     if !client.allows(grant) {
         return Err(OAuthError::new(
             OAuthErrorKind::UnauthorizedClient,

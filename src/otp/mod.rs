@@ -28,7 +28,8 @@ pub enum Proof<'a> {
 const HOUR: i64 = 3600;
 
 fn code_hash(core: &Core, phone: &str, code: &str) -> String {
-    core.hasher.hash(&[b"otp-code", phone.as_bytes(), code.as_bytes()])
+    core.hasher
+        .hash(&[b"otp-code", phone.as_bytes(), code.as_bytes()])
 }
 
 fn ticket_hash(core: &Core, secret: &str) -> String {
@@ -38,7 +39,13 @@ fn ticket_hash(core: &Core, secret: &str) -> String {
 /// Makes and stores a new code for `phone`, superseding the old one, if the
 /// per-phone cooldown and hourly limit and the per-IP hourly limit allow it.
 /// All in one transaction: a refused request counts against no limit.
-pub fn issue_code(conn: &mut DbConn, core: &Core, phone: &str, client_ip: &str, now: i64) -> AppResult<NewCode> {
+pub fn issue_code(
+    conn: &mut DbConn,
+    core: &Core,
+    phone: &str,
+    client_ip: &str,
+    now: i64,
+) -> AppResult<NewCode> {
     let cfg = &core.config.otp;
     let per_hour = |n: i32| (n > 0).then_some(n);
     let phone_limit = Limit {
@@ -63,16 +70,19 @@ pub fn issue_code(conn: &mut DbConn, core: &Core, phone: &str, client_ip: &str, 
         verified_at: None,
     };
     conn.write_tx(|conn| {
-        if let Some(wait) = db::rate_limits::hit(conn, &format!("phone:{phone}"), &phone_limit, now)? {
+        if let Some(wait) =
+            db::rate_limits::hit(conn, &format!("phone:{phone}"), &phone_limit, now)?
+        {
             return Err(AppError::RateLimited { retry_after: wait });
         }
         if ip_limit.max_hits.is_some() {
-            if let Some(wait) = db::rate_limits::hit(conn, &format!("ip:{client_ip}"), &ip_limit, now)? {
+            if let Some(wait) =
+                db::rate_limits::hit(conn, &format!("ip:{client_ip}"), &ip_limit, now)?
+            {
                 return Err(AppError::RateLimited { retry_after: wait });
             }
         }
-        db::codes::replace(conn, &row)
-            .map_err(AppError::from)
+        db::codes::replace(conn, &row).map_err(AppError::from)
     })?;
     Ok(NewCode {
         id: row.id,
@@ -103,7 +113,11 @@ fn verify_code<T>(
     let row = match live {
         Some(row) if row.expires_at > now => row,
         // Expired and absent look the same.
-        _ => return Err(AppError::InvalidCode { attempts_left: None }),
+        _ => {
+            return Err(AppError::InvalidCode {
+                attempts_left: None,
+            })
+        }
     };
     if row.attempts >= max {
         return Err(AppError::TooManyAttempts);
@@ -140,7 +154,9 @@ fn verify_code<T>(
 fn lost_attempt(conn: &mut DbConn, id: &str, max: i32) -> AppResult<AppError> {
     Ok(match db::codes::attempts(conn, id)? {
         Some(n) if n >= max => AppError::TooManyAttempts,
-        _ => AppError::InvalidCode { attempts_left: None },
+        _ => AppError::InvalidCode {
+            attempts_left: None,
+        },
     })
 }
 
@@ -165,13 +181,27 @@ fn new_ticket(conn: &mut DbConn, core: &Core, phone: &str, now: i64) -> AppResul
 }
 
 /// `verifycode`: spends the code and returns a verification ticket.
-pub fn verify_for_ticket(conn: &mut DbConn, core: &Core, phone: &str, code: &str, now: i64) -> AppResult<Ticket> {
-    verify_code(conn, core, phone, code, now, |conn| new_ticket(conn, core, phone, now))
+pub fn verify_for_ticket(
+    conn: &mut DbConn,
+    core: &Core,
+    phone: &str,
+    code: &str,
+    now: i64,
+) -> AppResult<Ticket> {
+    verify_code(conn, core, phone, code, now, |conn| {
+        new_ticket(conn, core, phone, now)
+    })
 }
 
 /// Spends the proof of `phone` for the otp grant; errors are the domain's
 /// (the token endpoint turns them into invalid_grant).
-pub fn consume_proof(conn: &mut DbConn, core: &Core, phone: &str, proof: Proof<'_>, now: i64) -> AppResult<()> {
+pub fn consume_proof(
+    conn: &mut DbConn,
+    core: &Core,
+    phone: &str,
+    proof: Proof<'_>,
+    now: i64,
+) -> AppResult<()> {
     match proof {
         Proof::Code(code) => verify_code(conn, core, phone, code, now, |_| Ok(())),
         Proof::Ticket(secret) => {
@@ -186,7 +216,12 @@ pub fn consume_proof(conn: &mut DbConn, core: &Core, phone: &str, proof: Proof<'
 }
 
 /// The ticket behind a secret identifier, if it can still create a user.
-pub fn ticket_for_user(conn: &mut DbConn, core: &Core, secret: &str, now: i64) -> AppResult<TicketRow> {
+pub fn ticket_for_user(
+    conn: &mut DbConn,
+    core: &Core,
+    secret: &str,
+    now: i64,
+) -> AppResult<TicketRow> {
     if !secrets::plausible_token(secret) {
         return Err(AppError::InvalidSecretIdentifier);
     }

@@ -15,7 +15,11 @@ impl SmsProvider for ConsoleProvider {
         Box::pin(async move {
             let mut out = std::io::stdout().lock();
             // A closed stdout must not fail the request: the message is for a developer.
-            let _ = writeln!(out, "--- SMS to {} ---\n{}\n--- end of SMS ---", message.to, message.body);
+            let _ = writeln!(
+                out,
+                "--- SMS to {} ---\n{}\n--- end of SMS ---",
+                message.to, message.body
+            );
             let _ = out.flush();
             Ok(())
         })

@@ -60,7 +60,11 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn SmsProvider>, String> {
 mod tests {
     #[test]
     fn default_template_ends_with_autofill_line() {
-        let body = super::render(crate::config::DEFAULT_SMS_TEMPLATE, "auth.example.com", "123456");
+        let body = super::render(
+            crate::config::DEFAULT_SMS_TEMPLATE,
+            "auth.example.com",
+            "123456",
+        );
         assert!(body.ends_with("\n@auth.example.com #123456"), "{body}");
     }
 }

@@ -25,12 +25,19 @@ pub fn new_phone() -> String {
 /// A fresh client IP per call, sent as X-Forwarded-For (the test server trusts loopback).
 pub fn new_ip() -> String {
     let n: u32 = rand::random();
-    format!("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, (n & 0xfe) + 1)
+    format!(
+        "10.{}.{}.{}",
+        (n >> 16) & 0xff,
+        (n >> 8) & 0xff,
+        (n & 0xfe) + 1
+    )
 }
 
 /// Which database the suite runs on.
 pub fn database_server() -> Option<String> {
-    std::env::var("PHONEKEY_TEST_DATABASE").ok().filter(|u| u.starts_with("mysql://"))
+    std::env::var("PHONEKEY_TEST_DATABASE")
+        .ok()
+        .filter(|u| u.starts_with("mysql://"))
 }
 
 pub enum TestDb {
@@ -42,7 +49,10 @@ pub mod tempdir {
     pub struct Dir(pub std::path::PathBuf);
     impl Dir {
         pub fn new() -> Dir {
-            let path = std::env::temp_dir().join(format!("phonekey-test-{}", phonekey::secrets::random_hex(8)));
+            let path = std::env::temp_dir().join(format!(
+                "phonekey-test-{}",
+                phonekey::secrets::random_hex(8)
+            ));
             std::fs::create_dir_all(&path).expect("temp dir");
             Dir(path)
         }
@@ -61,7 +71,10 @@ impl TestDb {
             Some(url) => {
                 let name = format!("pk_test_{}", phonekey::secrets::random_hex(6));
                 mysql_admin(&url, &format!("CREATE DATABASE {name}"));
-                TestDb::Mysql { admin_url: url, name }
+                TestDb::Mysql {
+                    admin_url: url,
+                    name,
+                }
             }
         }
     }
@@ -70,7 +83,10 @@ impl TestDb {
         match self {
             TestDb::Sqlite(dir) => format!("sqlite://{}", dir.0.join("phonekey.db").display()),
             TestDb::Mysql { admin_url, name } => {
-                let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b)
+                    .unwrap_or(admin_url);
                 format!("{base}/{name}")
             }
         }
@@ -96,7 +112,8 @@ impl Drop for TestDb {
 pub fn mysql_admin(url: &str, sql: &str) {
     use diesel::connection::SimpleConnection;
     use diesel::Connection;
-    let mut conn = diesel::MysqlConnection::establish(url).expect("connect to the MariaDB test server");
+    let mut conn =
+        diesel::MysqlConnection::establish(url).expect("connect to the MariaDB test server");
     conn.batch_execute(sql).expect("admin statement");
 }
 
@@ -155,7 +172,12 @@ impl SmsSink {
             })
         });
         let handle = rx.recv().expect("sms sink started");
-        SmsSink { url, messages, mode, handle }
+        SmsSink {
+            url,
+            messages,
+            mode,
+            handle,
+        }
     }
 
     pub fn set_mode(&self, mode: SmsMode) {
@@ -249,7 +271,12 @@ impl TestServer {
         self.client_with_scopes(grants, confidential, &[])
     }
 
-    pub fn client_with_scopes(&self, grants: &[GrantType], confidential: bool, scopes: &[&str]) -> (String, Option<String>) {
+    pub fn client_with_scopes(
+        &self,
+        grants: &[GrantType],
+        confidential: bool,
+        scopes: &[&str],
+    ) -> (String, Option<String>) {
         let mut conn = phonekey::db::connect_once(&self.config.database).expect("connect");
         let spec = NewClient {
             name: "test app".into(),
@@ -258,7 +285,8 @@ impl TestServer {
             redirect_uris: vec![],
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
         };
-        let (client, secret) = clients::create(&mut conn, &spec, self.clock_now()).expect("create client");
+        let (client, secret) =
+            clients::create(&mut conn, &spec, self.clock_now()).expect("create client");
         (client.id, secret)
     }
 
@@ -268,7 +296,12 @@ impl TestServer {
     }
 
     /// POSTs a form from a given client IP.
-    pub async fn post_form(&self, path: &str, form: &[(&str, &str)], ip: &str) -> (u16, Value, reqwest::header::HeaderMap) {
+    pub async fn post_form(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        ip: &str,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
         let response = self
             .http
             .post(self.url(path))
@@ -280,19 +313,41 @@ impl TestServer {
         split(response).await
     }
 
-    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value, reqwest::header::HeaderMap) {
-        let response = self.http.post(self.url(path)).json(body).send().await.expect("request");
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
         split(response).await
     }
 
-    pub async fn put_json(&self, path: &str, body: &Value) -> (u16, Value, reqwest::header::HeaderMap) {
-        let response = self.http.put(self.url(path)).json(body).send().await.expect("request");
+    pub async fn put_json(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let response = self
+            .http
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
         split(response).await
     }
 
     /// getcode from a fresh IP; returns the code the SMS provider received.
     pub async fn get_code(&self, phone: &str) -> String {
-        let (status, body, _) = self.post_form("/otp/getcode/", &[("phone", phone)], &new_ip()).await;
+        let (status, body, _) = self
+            .post_form("/otp/getcode/", &[("phone", phone)], &new_ip())
+            .await;
         assert_eq!(status, 200, "getcode: {body}");
         self.sms.last_code(phone)
     }
@@ -307,10 +362,17 @@ impl TestServer {
     pub async fn verified_ticket(&self, phone: &str) -> String {
         let code = self.get_code(phone).await;
         let (status, body, _) = self
-            .post_form("/otp/verifycode/", &[("phone", phone), ("code", &code)], &new_ip())
+            .post_form(
+                "/otp/verifycode/",
+                &[("phone", phone), ("code", &code)],
+                &new_ip(),
+            )
             .await;
         assert_eq!(status, 200, "verifycode: {body}");
-        body["secret_identifier"].as_str().expect("ticket").to_string()
+        body["secret_identifier"]
+            .as_str()
+            .expect("ticket")
+            .to_string()
     }
 
     /// The whole sign-up: returns (ticket, user JSON).
@@ -327,7 +389,12 @@ impl TestServer {
     }
 
     /// POSTs to the token endpoint with HTTP Basic client authentication.
-    pub async fn token_basic(&self, id: &str, secret: &str, form: &[(&str, &str)]) -> (u16, Value, reqwest::header::HeaderMap) {
+    pub async fn token_basic(
+        &self,
+        id: &str,
+        secret: &str,
+        form: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
         let response = self
             .http
             .post(self.url("/o/token/"))
@@ -344,7 +411,8 @@ pub async fn split(response: reqwest::Response) -> (u16, Value, reqwest::header:
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let text = response.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body (status {status}): {text:?}"));
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("non-JSON body (status {status}): {text:?}"));
     (status, body, headers)
 }
 
