@@ -442,3 +442,79 @@ async fn runs_on_the_requested_backend() {
     assert_eq!(body["database"], expected);
     println!("PHONEKEY_BACKEND_UNDER_TEST={expected}");
 }
+
+#[tokio::test]
+async fn client_credentials_issues_a_client_token_without_refresh() {
+    let server = TestServer::start();
+    let (id, secret) =
+        server.client_with_scopes(&[GrantType::ClientCredentials], true, &["reports", "audit"]);
+    let secret = secret.unwrap();
+    let (status, tokens, headers) = server
+        .token_basic(
+            &id,
+            &secret,
+            &[("grant_type", "client_credentials"), ("scope", "reports")],
+        )
+        .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(
+        tokens.get("refresh_token").is_none(),
+        "RFC 6749 §4.4.3: no refresh token"
+    );
+    assert_eq!(tokens["scope"], "reports");
+    let claims = verify_with_jwks(&server, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(
+        claims["sub"],
+        id.as_str(),
+        "sub is the client for client_credentials"
+    );
+    assert_eq!(claims["client_id"], id.as_str());
+
+    // Body authentication; default scope is everything allowed, sorted.
+    let (status, tokens, _) = server
+        .post_form(
+            "/o/token/",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &id),
+                ("client_secret", &secret),
+            ],
+            &new_ip(),
+        )
+        .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["scope"], "audit reports");
+
+    let (status, body, _) = server
+        .token_basic(
+            &id,
+            &secret,
+            &[("grant_type", "client_credentials"), ("scope", "admin")],
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "{body}"
+    );
+    let (status, body, _) = server
+        .token_basic(&id, "wrong", &[("grant_type", "client_credentials")])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (otp_only, otp_secret) = server.client(&[GrantType::Otp], true);
+    let (status, body, _) = server
+        .token_basic(
+            &otp_only,
+            &otp_secret.unwrap(),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use oxide_auth::code_grant::client_credentials as cc_flow;
 use oxide_auth::code_grant::error::AccessTokenErrorType;
 use oxide_auth::code_grant::refresh as refresh_flow;
 use oxide_auth::primitives::grant::{Extensions, Grant};
@@ -118,14 +119,7 @@ pub fn refresh(
             .take_issued()
             .ok_or_else(|| AppError::Internal("issuer returned no token".into())),
         Err(refresh_flow::Error::Invalid(mut description)) => {
-            let kind = match description.description().kind() {
-                AccessTokenErrorType::InvalidRequest => OAuthErrorKind::InvalidRequest,
-                AccessTokenErrorType::InvalidScope => OAuthErrorKind::InvalidScope,
-                AccessTokenErrorType::UnsupportedGrantType => OAuthErrorKind::UnsupportedGrantType,
-                AccessTokenErrorType::UnauthorizedClient => OAuthErrorKind::UnauthorizedClient,
-                AccessTokenErrorType::InvalidClient => OAuthErrorKind::InvalidClient,
-                _ => OAuthErrorKind::InvalidGrant,
-            };
+            let kind = error_kind(description.description().kind());
             let message = match kind {
                 OAuthErrorKind::InvalidRequest => "refresh_token is required",
                 OAuthErrorKind::InvalidScope => "the scope exceeds the one originally granted",
@@ -137,6 +131,103 @@ pub fn refresh(
             Err(OAuthError::invalid_client(credentials.basic).into())
         }
         Err(refresh_flow::Error::Primitive) => Err(store_failure(store)),
+    }
+}
+
+fn error_kind(kind: AccessTokenErrorType) -> OAuthErrorKind {
+    match kind {
+        AccessTokenErrorType::InvalidRequest => OAuthErrorKind::InvalidRequest,
+        AccessTokenErrorType::InvalidScope => OAuthErrorKind::InvalidScope,
+        AccessTokenErrorType::UnsupportedGrantType => OAuthErrorKind::UnsupportedGrantType,
+        AccessTokenErrorType::UnauthorizedClient => OAuthErrorKind::UnauthorizedClient,
+        AccessTokenErrorType::InvalidClient => OAuthErrorKind::InvalidClient,
+        _ => OAuthErrorKind::InvalidGrant,
+    }
+}
+
+/// `grant_type=client_credentials` through oxide-auth's flow: the client is
+/// the resource owner (`sub` is its id) and gets no refresh token (RFC 6749 §4.4.3).
+pub fn client_credentials(
+    store: &mut OAuthStore<'_>,
+    request: &TokenRequest,
+    credentials: &ClientCredentials,
+) -> AppResult<Issued> {
+    store.with_refresh = false;
+    store.redirectless = true;
+    let adapter = CredentialsRequest {
+        request,
+        client_id: &credentials.client_id,
+        secret: credentials.secret.as_deref().unwrap_or(""),
+    };
+    let failed = |store: &OAuthStore<'_>, err: cc_flow::Error| -> AppError {
+        match err {
+            cc_flow::Error::Invalid(mut description) => {
+                let kind = error_kind(description.description().kind());
+                OAuthError::new(kind, "the client credentials request is invalid").into()
+            }
+            cc_flow::Error::Unauthorized(..) => {
+                OAuthError::invalid_client(credentials.basic).into()
+            }
+            // Ignore: the registrar refused to bind or negotiate; it recorded why.
+            cc_flow::Error::Ignore | cc_flow::Error::Primitive(_) => store_failure(store),
+        }
+    };
+    let pending = cc_flow::client_credentials(store, &adapter).map_err(|e| failed(store, e))?;
+    pending
+        .issue(store, credentials.client_id.clone(), false)
+        .map_err(|e| failed(store, e))?;
+    store
+        .take_issued()
+        .ok_or_else(|| AppError::Internal("issuer returned no token".into()))
+}
+
+impl cc_flow::Endpoint for OAuthStore<'_> {
+    fn registrar(&self) -> &dyn Registrar {
+        self
+    }
+
+    fn issuer(&mut self) -> &mut dyn Issuer {
+        self
+    }
+
+    fn extension(&mut self) -> &mut dyn cc_flow::Extension {
+        &mut self.no_extension
+    }
+}
+
+/// The client authenticated in the dispatcher; the flow sees the same
+/// credentials once, as if from Basic, and never the body copies.
+struct CredentialsRequest<'a> {
+    request: &'a TokenRequest,
+    client_id: &'a str,
+    secret: &'a str,
+}
+
+impl cc_flow::Request for CredentialsRequest<'_> {
+    fn valid(&self) -> bool {
+        true
+    }
+
+    fn authorization(&self) -> Option<(Cow<'_, str>, Cow<'_, [u8]>)> {
+        Some((
+            Cow::Borrowed(self.client_id),
+            Cow::Borrowed(self.secret.as_bytes()),
+        ))
+    }
+
+    fn scope(&self) -> Option<Cow<'_, str>> {
+        self.request.param("scope").map(Cow::Borrowed)
+    }
+
+    fn grant_type(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed("client_credentials"))
+    }
+
+    fn extension(&self, key: &str) -> Option<Cow<'_, str>> {
+        match key {
+            "client_id" | "client_secret" => None,
+            _ => self.request.param(key).map(Cow::Borrowed),
+        }
     }
 }
 

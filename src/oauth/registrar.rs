@@ -46,6 +46,12 @@ impl Registrar for OAuthStore<'_> {
         if client.disabled {
             return Err(RegistrarError::Unspecified);
         }
+        if self.redirectless && bound.redirect_uri.is_none() {
+            return Ok(BoundClient {
+                client_id: bound.client_id,
+                redirect_uri: Cow::Owned(RegisteredUrl::Semantic(super::issuer::no_redirect())),
+            });
+        }
         // Exact string match (RFC 9700 §4.1.3); without a requested URI the
         // client must have exactly one registered (RFC 6749 §3.1.2.3).
         let uri = match &bound.redirect_uri {

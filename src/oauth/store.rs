@@ -29,9 +29,14 @@ pub struct OAuthStore<'a> {
     pub(super) failure: RefCell<Option<AppError>>,
     /// Whether `issue` adds a refresh token (not for client_credentials).
     pub(super) with_refresh: bool,
+    /// Grants without a redirect (client_credentials) bind to a placeholder
+    /// instead of requiring a registered redirect URI.
+    pub(super) redirectless: bool,
     /// The family new tokens join (set by a refresh); `None` starts a new one.
     pub(super) family: RefCell<Option<String>>,
     pub(super) issued: RefCell<Option<Issued>>,
+    /// oxide-auth's client_credentials flow asks for an extension system; we have none.
+    pub(super) no_extension: (),
 }
 
 impl<'a> OAuthStore<'a> {
@@ -43,8 +48,10 @@ impl<'a> OAuthStore<'a> {
             client: RefCell::new(None),
             failure: RefCell::new(None),
             with_refresh: true,
+            redirectless: false,
             family: RefCell::new(None),
             issued: RefCell::new(None),
+            no_extension: (),
         }
     }
 

@@ -49,6 +49,14 @@ pub fn token(core: &Core, conn: &mut DbConn, request: &TokenRequest) -> AppResul
     match grant {
         GrantType::Otp => grants::otp(&mut store, request, &client),
         GrantType::RefreshToken => grants::refresh(&mut store, request, &credentials),
+        GrantType::ClientCredentials if client.confidential => {
+            grants::client_credentials(&mut store, request, &credentials)
+        }
+        GrantType::ClientCredentials => Err(OAuthError::new(
+            OAuthErrorKind::UnauthorizedClient,
+            "client_credentials is for confidential clients only",
+        )
+        .into()),
         other => Err(OAuthError::new(
             OAuthErrorKind::UnsupportedGrantType,
             format!("the {} grant is not available yet", other.as_str()),
