@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use phonekey::clock::{Clock, SystemClock};
 use phonekey::config::{Config, SmsProviderKind};
-use phonekey::db::{self, DbConn};
+use phonekey::db::{self, Conn};
 use phonekey::error::AppError;
 use phonekey::oauth::clients::{self, Client, GrantType, NewClient};
 
@@ -118,7 +118,7 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-fn connect(config: &Config) -> Result<DbConn, String> {
+fn connect(config: &Config) -> Result<Conn, String> {
     let mut conn = db::connect_once(&config.database).map_err(|e| format!("DATABASE_URL: {e}"))?;
     db::migrate(&mut conn).map_err(|e| format!("DATABASE_URL: {e}"))?;
     Ok(conn)

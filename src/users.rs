@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::core::Core;
-use crate::db::{self, users::AccountRow, users::UserRow, DbConn, DbError};
+use crate::db::{self, users::AccountRow, users::UserRow, Conn, DbConn, DbError};
 use crate::error::{AppError, AppResult};
 use crate::{otp, phone, secrets};
 
@@ -183,7 +183,7 @@ fn conflict_field(message: &str) -> &'static str {
 }
 
 /// `PUT /api/v1/user/`: creates a user for the phone a verification ticket proves.
-pub fn create(conn: &mut DbConn, core: &Core, input: &Value, now: i64) -> AppResult<UserView> {
+pub fn create(conn: &mut Conn, core: &Core, input: &Value, now: i64) -> AppResult<UserView> {
     let Some(obj) = input.as_object() else {
         return Err(AppError::invalid_request("the body must be an object"));
     };
@@ -327,7 +327,7 @@ pub fn create(conn: &mut DbConn, core: &Core, input: &Value, now: i64) -> AppRes
 }
 
 /// The otp grant's WhatsApp-style sign-up: a user with only a phone.
-pub fn create_for_phone(conn: &mut DbConn, phone: &str, now: i64) -> AppResult<UserRow> {
+pub fn create_for_phone(conn: &mut Conn, phone: &str, now: i64) -> AppResult<UserRow> {
     let user = UserRow {
         id: secrets::random_hex(16),
         username: auto_username(),
@@ -364,7 +364,7 @@ pub fn phone_has_user(conn: &mut DbConn, phone: &str) -> AppResult<bool> {
 
 /// `phonekey createsuperuser`.
 pub fn create_superuser(
-    conn: &mut DbConn,
+    conn: &mut Conn,
     username: &str,
     email: &str,
     password: &str,

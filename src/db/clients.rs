@@ -32,8 +32,8 @@ pub fn find(conn: &mut DbConn, client_id: &str) -> DbResult<Option<ClientRow>> {
     Ok(applications::table
         .filter(applications::client_id.eq(client_id))
         .select(ClientRow::as_select())
-        .first(conn)
-        .optional()?)
+        .load(conn)?
+        .pop())
 }
 
 pub fn list(conn: &mut DbConn) -> DbResult<Vec<ClientRow>> {

@@ -42,8 +42,8 @@ pub fn find_live(conn: &mut DbConn, phone: &str) -> DbResult<Option<CodeRow>> {
         .filter(otp_codes::verified_at.is_null())
         .order(otp_codes::created_at.desc())
         .select(CodeRow::as_select())
-        .first(conn)
-        .optional()?)
+        .load(conn)?
+        .pop())
 }
 
 /// Spends one attempt on the code, and marks it verified when `matched`.
@@ -81,8 +81,8 @@ pub fn attempts(conn: &mut DbConn, id: &str) -> DbResult<Option<i32>> {
     Ok(otp_codes::table
         .filter(otp_codes::id.eq(id))
         .select(otp_codes::attempts)
-        .first(conn)
-        .optional()?)
+        .load(conn)?
+        .pop())
 }
 
 pub fn delete(conn: &mut DbConn, id: &str) -> DbResult<()> {

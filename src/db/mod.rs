@@ -12,7 +12,9 @@ pub mod tickets;
 pub mod tokens;
 pub mod users;
 
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{self, ManageConnection};
@@ -29,6 +31,61 @@ pub enum DbConn {
     #[cfg(feature = "mysql")]
     Mysql(MysqlConnection),
 }
+
+/// A pooled connection, with what the pool needs to know about its health.
+pub struct Conn {
+    inner: DbConn,
+    last_ok: Instant,
+    broken: bool,
+    /// SQLite allows one writer at a time. Writers of this process queue on
+    /// this lock, which wakes them at once, instead of on SQLite's busy
+    /// handler, which sleeps in milliseconds. `None` on MySQL.
+    writer: Option<Arc<Mutex<()>>>,
+}
+
+impl Conn {
+    /// Every write goes through here: a transaction (an `Err` from `f` rolls
+    /// it back) that on SQLite first takes the process's writer lock.
+    pub fn write_tx<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        E: From<DbError>,
+        F: FnOnce(&mut DbConn) -> Result<T, E>,
+    {
+        let writer = self.writer.clone();
+        // A panic elsewhere cannot leave the database inconsistent, so a poisoned lock is still usable.
+        let _turn = writer
+            .as_ref()
+            .map(|w| w.lock().unwrap_or_else(|p| p.into_inner()));
+        self.inner.write_tx(f)
+    }
+
+    /// Records how the last use went: a lost connection is dropped from the
+    /// pool; a working one needs no test query on its next checkout.
+    pub fn record(&mut self, connection_lost: bool) {
+        if connection_lost {
+            self.broken = true;
+        } else {
+            self.last_ok = Instant::now();
+        }
+    }
+}
+
+impl Deref for Conn {
+    type Target = DbConn;
+    fn deref(&self) -> &DbConn {
+        &self.inner
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut DbConn {
+        &mut self.inner
+    }
+}
+
+/// A connection used successfully this recently is not tested on checkout;
+/// under load that saves a round trip per request.
+const TRUST_FOR: Duration = Duration::from_secs(1);
 
 pub type Pool = r2d2::Pool<Manager>;
 pub type PooledConn = r2d2::PooledConnection<Manager>;
@@ -55,6 +112,10 @@ pub enum DbError {
 }
 
 pub type DbResult<T> = Result<T, DbError>;
+
+// Lookups here are by unique key and `load` the (at most one) row instead of
+// using `.first()`: its bound `LIMIT ?` makes SQLite re-prepare the statement
+// on every execution.
 
 impl From<DieselError> for DbError {
     fn from(err: DieselError) -> Self {
@@ -161,13 +222,52 @@ impl DbUrl {
 #[derive(Debug)]
 pub struct Manager {
     url: DbUrl,
+    writer: Option<Arc<Mutex<()>>>,
 }
 
 impl ManageConnection for Manager {
-    type Connection = DbConn;
+    type Connection = Conn;
     type Error = r2d2::Error;
 
-    fn connect(&self) -> Result<DbConn, r2d2::Error> {
+    fn connect(&self) -> Result<Conn, r2d2::Error> {
+        Ok(Conn {
+            inner: self.open()?,
+            last_ok: Instant::now(),
+            broken: false,
+            writer: self.writer.clone(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), r2d2::Error> {
+        if conn.broken {
+            return Err(r2d2::Error::QueryError(
+                DieselError::BrokenTransactionManager,
+            ));
+        }
+        if conn.last_ok.elapsed() < TRUST_FOR {
+            return Ok(());
+        }
+        conn.inner
+            .batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)?;
+        conn.last_ok = Instant::now();
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken
+    }
+}
+
+impl Manager {
+    fn new(url: &DbUrl) -> Manager {
+        Manager {
+            url: url.clone(),
+            writer: (url.backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+        }
+    }
+
+    fn open(&self) -> Result<DbConn, r2d2::Error> {
         match self.url.backend {
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(&self.url.target)
@@ -196,15 +296,6 @@ impl ManageConnection for Manager {
             )),
         }
     }
-
-    fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1")
-            .map_err(r2d2::Error::QueryError)
-    }
-
-    fn has_broken(&self, _conn: &mut DbConn) -> bool {
-        false
-    }
 }
 
 impl DbConn {
@@ -216,10 +307,11 @@ impl DbConn {
         }
     }
 
-    /// A transaction for writes; an `Err` from `f` rolls it back. On SQLite it
-    /// takes the write lock up front, so that a transaction that reads before
-    /// it writes waits for the lock instead of failing with "database is locked".
-    pub fn write_tx<T, E, F>(&mut self, f: F) -> Result<T, E>
+    /// The transaction behind `Conn::write_tx`. Every write transaction here
+    /// starts with a write, so SQLite takes its write lock at the first
+    /// statement and another process's writer makes it wait (busy timeout),
+    /// never fail on a stale read snapshot.
+    fn write_tx<T, E, F>(&mut self, f: F) -> Result<T, E>
     where
         E: From<DbError>,
         F: FnOnce(&mut DbConn) -> Result<T, E>,
@@ -233,15 +325,7 @@ impl DbConn {
                 TxError::Diesel(e)
             }
         }
-        let sqlite = self.backend() == Backend::Sqlite;
-        let result = self.transaction::<T, TxError<E>, _>(|conn| {
-            if sqlite {
-                // MultiConnection's transaction manager issues a plain BEGIN;
-                // a write as the first statement takes the lock now.
-                conn.batch_execute("UPDATE settings SET value = value WHERE 0")?;
-            }
-            f(conn).map_err(TxError::App)
-        });
+        let result = self.transaction::<T, TxError<E>, _>(|conn| f(conn).map_err(TxError::App));
         result.map_err(|e| match e {
             TxError::App(e) => e,
             TxError::Diesel(e) => E::from(DbError::from(e)),
@@ -284,12 +368,13 @@ pub fn build_pool(url: &DbUrl, options: &PoolOptions) -> Pool {
         .max_size(max_size.max(1))
         .min_idle(Some(0))
         .connection_timeout(options.connect_timeout)
-        .build_unchecked(Manager { url: url.clone() })
+        .build_unchecked(Manager::new(url))
 }
 
-/// Opens one connection now, to report a bad URL or an unreachable server at start-up.
-pub fn connect_once(url: &DbUrl) -> DbResult<DbConn> {
-    Manager { url: url.clone() }
+/// Opens one connection outside any pool (start-up, CLI), reporting a bad
+/// URL or an unreachable server.
+pub fn connect_once(url: &DbUrl) -> DbResult<Conn> {
+    Manager::new(url)
         .connect()
         .map_err(|e| DbError::Unavailable(e.to_string()))
 }

@@ -60,7 +60,9 @@ pub fn hit(conn: &mut DbConn, bucket: &str, limit: &Limit, now: i64) -> DbResult
             rate_limits::hits,
             rate_limits::last_at,
         ))
-        .first(conn)?;
+        .load(conn)?
+        .pop()
+        .ok_or_else(|| super::DbError::Other(format!("rate limit bucket {bucket} vanished")))?;
     let mut wait = last_at + limit.cooldown - now;
     if hits >= max_hits {
         wait = wait.max(window_start + limit.window_seconds - now);

@@ -10,8 +10,8 @@ pub fn get(conn: &mut DbConn, name: &str) -> DbResult<Option<String>> {
     Ok(settings::table
         .filter(settings::name.eq(name))
         .select(settings::value)
-        .first::<String>(conn)
-        .optional()?)
+        .load::<String>(conn)?
+        .pop())
 }
 
 /// Stores `value` unless another instance stored one first; returns the value that won.

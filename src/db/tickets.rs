@@ -26,8 +26,8 @@ pub fn find(conn: &mut DbConn, hash: &str) -> DbResult<Option<TicketRow>> {
     Ok(t::table
         .filter(t::ticket_hash.eq(hash))
         .select(TicketRow::as_select())
-        .first(conn)
-        .optional()?)
+        .load(conn)?
+        .pop())
 }
 
 /// Marks the ticket used for creating a user; false if it was not usable.

@@ -53,16 +53,16 @@ pub fn find_access(conn: &mut DbConn, jti: &str) -> DbResult<Option<AccessTokenR
     Ok(access_tokens::table
         .filter(access_tokens::jti.eq(jti))
         .select(AccessTokenRow::as_select())
-        .first(conn)
-        .optional()?)
+        .load(conn)?
+        .pop())
 }
 
 pub fn find_refresh(conn: &mut DbConn, hash: &str) -> DbResult<Option<RefreshTokenRow>> {
     Ok(refresh_tokens::table
         .filter(refresh_tokens::token_hash.eq(hash))
         .select(RefreshTokenRow::as_select())
-        .first(conn)
-        .optional()?)
+        .load(conn)?
+        .pop())
 }
 
 /// Spends a refresh token; false if it was already spent or revoked (someone else won).

@@ -52,8 +52,8 @@ pub fn find_by_phone(conn: &mut DbConn, phone: &str) -> DbResult<Option<UserRow>
         .filter(accounts::phone.eq(phone))
         .filter(users::is_active.eq(true))
         .select(UserRow::as_select())
-        .first(conn)
-        .optional()?)
+        .load(conn)?
+        .pop())
 }
 
 pub fn phone_taken(conn: &mut DbConn, phone: &str) -> DbResult<bool> {
@@ -68,6 +68,6 @@ pub fn find_by_username(conn: &mut DbConn, username: &str) -> DbResult<Option<Us
     Ok(users::table
         .filter(users::username.eq(username))
         .select(UserRow::as_select())
-        .first(conn)
-        .optional()?)
+        .load(conn)?
+        .pop())
 }

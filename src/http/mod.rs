@@ -15,7 +15,7 @@ use actix_web::middleware::{Logger, NormalizePath, TrailingSlash};
 use actix_web::{web, HttpResponse};
 
 use crate::core::Core;
-use crate::db::{DbConn, DbError, Pool};
+use crate::db::{Conn, DbError, Pool};
 use crate::error::{AppError, AppResult};
 use crate::sms::SmsProvider;
 
@@ -32,13 +32,15 @@ impl AppState {
     pub async fn blocking<T, F>(&self, f: F) -> AppResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut DbConn, &Core) -> AppResult<T> + Send + 'static,
+        F: FnOnce(&mut Conn, &Core) -> AppResult<T> + Send + 'static,
     {
         let pool = self.pool.clone();
         let core = self.core.clone();
         web::block(move || {
             let mut conn = pool.get().map_err(DbError::from)?;
-            f(&mut conn, &core)
+            let result = f(&mut conn, &core);
+            conn.record(matches!(result, Err(AppError::Unavailable(_))));
+            result
         })
         .await
         .map_err(|_| AppError::Internal("the blocking pool is gone".into()))?

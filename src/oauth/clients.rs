@@ -4,7 +4,7 @@
 use oxide_auth::primitives::registrar::{PasswordPolicy, RegistrarError};
 
 use super::OAuthError;
-use crate::db::{self, clients::ClientRow, DbConn};
+use crate::db::{self, clients::ClientRow, Conn};
 use crate::error::{AppError, AppResult};
 use crate::secrets;
 
@@ -167,11 +167,7 @@ pub struct NewClient {
 
 /// Registers a client; returns it and, for confidential clients, the secret,
 /// which is shown once and stored only as a hash.
-pub fn create(
-    conn: &mut DbConn,
-    spec: &NewClient,
-    now: i64,
-) -> AppResult<(Client, Option<String>)> {
+pub fn create(conn: &mut Conn, spec: &NewClient, now: i64) -> AppResult<(Client, Option<String>)> {
     validate(spec)?;
     let id = secrets::random_urlsafe(24);
     let secret = spec.confidential.then(|| secrets::random_urlsafe(32));
@@ -209,7 +205,7 @@ pub fn create(
         created_at: now,
         disabled_at: None,
     };
-    db::clients::insert(conn, &row)?;
+    conn.write_tx(|conn| db::clients::insert(conn, &row))?;
     Ok((Client::from(row), secret))
 }
 

@@ -117,7 +117,10 @@ impl OAuthStore<'_> {
     }
 
     fn revoke_family(&self, family: &str) {
-        if let Err(e) = db::tokens::revoke_family(&mut self.conn(), family) {
+        if let Err(e) = self
+            .conn()
+            .write_tx(|conn| db::tokens::revoke_family(conn, family))
+        {
             tracing::error!(error = %e, "could not revoke a refresh token family");
         }
     }

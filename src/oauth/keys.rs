@@ -3,8 +3,9 @@
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::Signer;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, keys::KeyRow, DbConn};
@@ -25,8 +26,10 @@ pub struct AccessClaims {
 }
 
 pub struct KeyRing {
-    kid: String,
-    encoding: EncodingKey,
+    /// Parsed once: jsonwebtoken's `encode` would re-derive it from PKCS#8 on every token.
+    signing: ed25519_dalek::SigningKey,
+    /// base64url of the JOSE header, the same for every token.
+    header_b64: String,
     verifying: Vec<(String, DecodingKey)>,
     jwks: String,
 }
@@ -64,20 +67,31 @@ impl KeyRing {
                 "kid": row.kid, "use": "sig", "alg": "EdDSA",
             }));
         }
+        let signing = ed25519_dalek::SigningKey::from_pkcs8_der(&der).map_err(|e| {
+            AppError::Internal(format!("stored key {} is corrupt: {e}", current.kid))
+        })?;
+        let header = serde_json::json!({ "typ": "at+jwt", "alg": "EdDSA", "kid": current.kid });
         Ok(KeyRing {
-            kid: current.kid.clone(),
-            encoding: EncodingKey::from_ed_der(&der),
+            signing,
+            header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
             verifying,
             jwks: serde_json::json!({ "keys": jwks }).to_string(),
         })
     }
 
+    /// A JWS in compact serialization (RFC 7515 §7.1): header.payload.signature,
+    /// each base64url; the signature is ed25519-dalek's over the first two.
     pub fn sign(&self, claims: &AccessClaims) -> AppResult<String> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.typ = Some("at+jwt".into());
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-            .map_err(|e| AppError::Internal(format!("signing failed: {e}")))
+        let payload =
+            serde_json::to_vec(claims).map_err(|e| AppError::Internal(format!("claims: {e}")))?;
+        let mut jws = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 100);
+        jws.push_str(&self.header_b64);
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut jws);
+        let signature = self.signing.sign(jws.as_bytes());
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut jws);
+        Ok(jws)
     }
 
     /// Verifies signature, issuer, audience and expiry; `None` for anything else.

@@ -7,7 +7,7 @@ use std::cell::{RefCell, RefMut};
 
 use super::clients::Client;
 use crate::core::Core;
-use crate::db::DbConn;
+use crate::db::Conn;
 use crate::error::AppError;
 
 /// An access token (and refresh token) as issued, for the response.
@@ -21,7 +21,7 @@ pub struct Issued {
 
 pub struct OAuthStore<'a> {
     pub(super) core: &'a Core,
-    conn: RefCell<&'a mut DbConn>,
+    conn: RefCell<&'a mut Conn>,
     pub(super) now: i64,
     /// The client loaded by the last `check`, so a flow that checks again costs no query.
     pub(super) client: RefCell<Option<Client>>,
@@ -40,7 +40,7 @@ pub struct OAuthStore<'a> {
 }
 
 impl<'a> OAuthStore<'a> {
-    pub fn new(core: &'a Core, conn: &'a mut DbConn) -> OAuthStore<'a> {
+    pub fn new(core: &'a Core, conn: &'a mut Conn) -> OAuthStore<'a> {
         OAuthStore {
             now: core.now(),
             core,
@@ -55,7 +55,7 @@ impl<'a> OAuthStore<'a> {
         }
     }
 
-    pub fn conn(&self) -> RefMut<'_, &'a mut DbConn> {
+    pub fn conn(&self) -> RefMut<'_, &'a mut Conn> {
         self.conn.borrow_mut()
     }
 

@@ -10,10 +10,10 @@ use super::request::TokenRequest;
 use super::store::{Issued, OAuthStore};
 use super::{OAuthError, OAuthErrorKind};
 use crate::core::Core;
-use crate::db::DbConn;
+use crate::db::Conn;
 use crate::error::{AppError, AppResult};
 
-pub fn token(core: &Core, conn: &mut DbConn, request: &TokenRequest) -> AppResult<Issued> {
+pub fn token(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppResult<Issued> {
     let grant_name = request
         .param("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;

@@ -2,7 +2,7 @@
 //! and single use. No HTTP here; time comes in as `now`.
 
 use crate::core::Core;
-use crate::db::{self, codes::CodeRow, rate_limits::Limit, tickets::TicketRow, DbConn};
+use crate::db::{self, codes::CodeRow, rate_limits::Limit, tickets::TicketRow, Conn, DbConn};
 use crate::error::{AppError, AppResult};
 use crate::secrets;
 
@@ -40,7 +40,7 @@ fn ticket_hash(core: &Core, secret: &str) -> String {
 /// per-phone cooldown and hourly limit and the per-IP hourly limit allow it.
 /// All in one transaction: a refused request counts against no limit.
 pub fn issue_code(
-    conn: &mut DbConn,
+    conn: &mut Conn,
     core: &Core,
     phone: &str,
     client_ip: &str,
@@ -93,15 +93,15 @@ pub fn issue_code(
 }
 
 /// Forgets a code the SMS provider could not deliver.
-pub fn drop_code(conn: &mut DbConn, id: &str) -> AppResult<()> {
-    Ok(db::codes::delete(conn, id)?)
+pub fn drop_code(conn: &mut Conn, id: &str) -> AppResult<()> {
+    Ok(conn.write_tx(|conn| db::codes::delete(conn, id))?)
 }
 
 /// Checks `code` against the phone's live code and spends one attempt. On a
 /// match the code is consumed and `then` runs in the same transaction, so
 /// that what the code buys exists exactly when the code is spent.
 fn verify_code<T>(
-    conn: &mut DbConn,
+    conn: &mut Conn,
     core: &Core,
     phone: &str,
     code: &str,
@@ -139,7 +139,7 @@ fn verify_code<T>(
             Some(value) => Ok(value),
             None => Err(lost_attempt(conn, &row.id, max)?),
         }
-    } else if db::codes::spend_attempt(conn, &row.id, false, max, now)? {
+    } else if conn.write_tx(|conn| db::codes::spend_attempt(conn, &row.id, false, max, now))? {
         let used = db::codes::attempts(conn, &row.id)?.unwrap_or(max);
         Err(AppError::InvalidCode {
             attempts_left: Some((max - used).max(0)),
@@ -182,7 +182,7 @@ fn new_ticket(conn: &mut DbConn, core: &Core, phone: &str, now: i64) -> AppResul
 
 /// `verifycode`: spends the code and returns a verification ticket.
 pub fn verify_for_ticket(
-    conn: &mut DbConn,
+    conn: &mut Conn,
     core: &Core,
     phone: &str,
     code: &str,
@@ -196,7 +196,7 @@ pub fn verify_for_ticket(
 /// Spends the proof of `phone` for the otp grant; errors are the domain's
 /// (the token endpoint turns them into invalid_grant).
 pub fn consume_proof(
-    conn: &mut DbConn,
+    conn: &mut Conn,
     core: &Core,
     phone: &str,
     proof: Proof<'_>,
@@ -206,7 +206,9 @@ pub fn consume_proof(
         Proof::Code(code) => verify_code(conn, core, phone, code, now, |_| Ok(())),
         Proof::Ticket(secret) => {
             if !secrets::plausible_token(secret)
-                || !db::tickets::consume_for_token(conn, &ticket_hash(core, secret), phone, now)?
+                || !conn.write_tx(|conn| {
+                    db::tickets::consume_for_token(conn, &ticket_hash(core, secret), phone, now)
+                })?
             {
                 return Err(AppError::InvalidSecretIdentifier);
             }
@@ -217,7 +219,7 @@ pub fn consume_proof(
 
 /// The ticket behind a secret identifier, if it can still create a user.
 pub fn ticket_for_user(
-    conn: &mut DbConn,
+    conn: &mut Conn,
     core: &Core,
     secret: &str,
     now: i64,

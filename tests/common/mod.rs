@@ -18,8 +18,8 @@ pub const PHONE: &str = "+14155550123";
 
 /// A fresh phone number per call, valid for libphonenumber (US 415 range).
 pub fn new_phone() -> String {
-    let n: u32 = rand::random::<u32>() % 10_000_000;
-    format!("+1415{:07}", n.max(2_000_000))
+    let n: u32 = 2_000_000 + rand::random::<u32>() % 8_000_000;
+    format!("+1415{n:07}")
 }
 
 /// A fresh client IP per call, sent as X-Forwarded-For (the test server trusts loopback).
