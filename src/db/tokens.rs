@@ -88,3 +88,10 @@ pub fn revoke_family(conn: &mut DbConn, family: &str) -> DbResult<()> {
         .execute(conn)?;
     Ok(())
 }
+
+pub fn revoke_access(conn: &mut DbConn, jti: &str) -> DbResult<()> {
+    diesel::update(access_tokens::table.filter(access_tokens::jti.eq(jti)))
+        .set(access_tokens::revoked.eq(true))
+        .execute(conn)?;
+    Ok(())
+}

@@ -64,6 +64,14 @@ pub fn phone_taken(conn: &mut DbConn, phone: &str) -> DbResult<bool> {
     Ok(n > 0)
 }
 
+pub fn find_by_id(conn: &mut DbConn, id: &str) -> DbResult<Option<UserRow>> {
+    Ok(users::table
+        .filter(users::id.eq(id))
+        .select(UserRow::as_select())
+        .load(conn)?
+        .pop())
+}
+
 pub fn find_by_username(conn: &mut DbConn, username: &str) -> DbResult<Option<UserRow>> {
     Ok(users::table
         .filter(users::username.eq(username))

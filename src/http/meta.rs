@@ -1,4 +1,4 @@
-//! `/.well-known/jwks.json`, `/healthz`, `/readyz`.
+//! `/.well-known/oauth-authorization-server`, `/.well-known/jwks.json`, `/healthz`, `/readyz`.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -7,6 +7,26 @@ use serde_json::json;
 
 use super::AppState;
 use crate::error::AppResult;
+
+/// RFC 8414 metadata: what a client library needs to find everything else.
+pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
+    let issuer = &state.core.config.issuer;
+    let client_auth = ["client_secret_basic", "client_secret_post", "none"];
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .json(json!({
+            "issuer": issuer,
+            "token_endpoint": format!("{issuer}/o/token/"),
+            "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+            "introspection_endpoint": format!("{issuer}/o/introspect/"),
+            "revocation_endpoint": format!("{issuer}/o/revoke_token/"),
+            "grant_types_supported": ["otp", crate::oauth::clients::OTP_GRANT_URN, "refresh_token", "client_credentials"],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": client_auth,
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": client_auth,
+        }))
+}
 
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()

@@ -60,6 +60,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(post("/o/token", token::token))
         .service(post("/o/extended_token", token::token))
+        .service(post("/o/introspect", token::introspect))
+        .service(post("/o/revoke_token", token::revoke))
+        .service(get(
+            "/.well-known/oauth-authorization-server",
+            meta::metadata,
+        ))
         .service(get("/.well-known/jwks.json", meta::jwks))
         .service(get("/healthz", meta::healthz))
         .service(get("/readyz", meta::readyz))

@@ -1,4 +1,6 @@
-//! `POST /o/token/` and `POST /o/extended_token/`: form bodies only (RFC 6749 §3.2).
+//! The OAuth endpoints that take form bodies (RFC 6749 §3.2): the token
+//! endpoint (`/o/token/`, `/o/extended_token/`), introspection (RFC 7662)
+//! and revocation (RFC 7009).
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -6,18 +8,15 @@ use serde_json::json;
 
 use super::body;
 use super::AppState;
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 use crate::oauth::request::TokenRequest;
 use crate::oauth::{self, OAuthError};
 
-pub async fn token(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> AppResult<HttpResponse> {
-    if body::kind(&req)? != body::Kind::Form {
+/// Reads a form body and the (single) Authorization header.
+async fn form_request(req: &HttpRequest, payload: web::Payload) -> AppResult<TokenRequest> {
+    if body::kind(req)? != body::Kind::Form {
         return Err(OAuthError::invalid_request(
-            "the token endpoint takes application/x-www-form-urlencoded",
+            "this endpoint takes application/x-www-form-urlencoded",
         )
         .into());
     }
@@ -35,7 +34,15 @@ pub async fn token(
         }
     };
     let bytes = body::read(payload, body::BODY_LIMIT).await?;
-    let request = TokenRequest::parse(&bytes, authorization.as_deref()).map_err(AppError::from)?;
+    Ok(TokenRequest::parse(&bytes, authorization.as_deref())?)
+}
+
+pub async fn token(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> AppResult<HttpResponse> {
+    let request = form_request(&req, payload).await?;
     let issued = state
         .blocking(move |conn, core| oauth::token::token(core, conn, &request))
         .await?;
@@ -53,4 +60,30 @@ pub async fn token(
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
         .json(response))
+}
+
+pub async fn introspect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> AppResult<HttpResponse> {
+    let request = form_request(&req, payload).await?;
+    let info = state
+        .blocking(move |conn, core| oauth::introspect::introspect(core, conn, &request))
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(info))
+}
+
+pub async fn revoke(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> AppResult<HttpResponse> {
+    let request = form_request(&req, payload).await?;
+    state
+        .blocking(move |conn, core| oauth::introspect::revoke(core, conn, &request))
+        .await?;
+    Ok(HttpResponse::Ok().finish())
 }

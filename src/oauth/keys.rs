@@ -108,6 +108,26 @@ impl KeyRing {
             .map(|d| d.claims)
     }
 
+    /// The `jti` of a token that carries our signature (from any of the
+    /// published keys), whatever its expiry or audience: the database decides
+    /// whether it is still active.
+    pub fn verified_jti(&self, token: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Jti {
+            jti: String,
+        }
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let kid = header.kid?;
+        let (_, key) = self.verifying.iter().find(|(k, _)| *k == kid)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<Jti>(token, key, &validation)
+            .ok()
+            .map(|d| d.claims.jti)
+    }
+
     pub fn jwks_json(&self) -> &str {
         &self.jwks
     }

@@ -5,6 +5,7 @@
 pub mod clients;
 mod error;
 pub mod grants;
+pub mod introspect;
 pub mod issuer;
 pub mod keys;
 mod registrar;

@@ -4,9 +4,9 @@
 
 use oxide_auth::primitives::registrar::{Registrar, RegistrarError};
 
-use super::clients::GrantType;
+use super::clients::{Client, GrantType};
 use super::grants;
-use super::request::TokenRequest;
+use super::request::{ClientCredentials, TokenRequest};
 use super::store::{Issued, OAuthStore};
 use super::{OAuthError, OAuthErrorKind};
 use crate::core::Core;
@@ -23,22 +23,8 @@ pub fn token(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppResult<
             format!("grant type {grant_name:?} is not supported"),
         )
     })?;
-    let credentials = request.credentials()?;
-
     let mut store = OAuthStore::new(core, conn);
-    match store.check(
-        &credentials.client_id,
-        credentials.secret.as_deref().map(str::as_bytes),
-    ) {
-        Ok(()) => {}
-        Err(RegistrarError::Unspecified) => {
-            return Err(OAuthError::invalid_client(credentials.basic).into())
-        }
-        Err(RegistrarError::PrimitiveError) => return Err(store_failure(&store)),
-    }
-    let client = store
-        .client()
-        .ok_or_else(|| AppError::Internal("client vanished".into()))?;
+    let (client, credentials) = authenticate(&store, request)?;
     if !client.allows(grant) {
         return Err(OAuthError::new(
             OAuthErrorKind::UnauthorizedClient,
@@ -63,6 +49,29 @@ pub fn token(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppResult<
         )
         .into()),
     }
+}
+
+/// Authenticates the client of a token, introspection or revocation request
+/// through the registrar: Basic or body credentials, or a public client's id.
+pub(super) fn authenticate(
+    store: &OAuthStore<'_>,
+    request: &TokenRequest,
+) -> AppResult<(Client, ClientCredentials)> {
+    let credentials = request.credentials()?;
+    match store.check(
+        &credentials.client_id,
+        credentials.secret.as_deref().map(str::as_bytes),
+    ) {
+        Ok(()) => {}
+        Err(RegistrarError::Unspecified) => {
+            return Err(OAuthError::invalid_client(credentials.basic).into())
+        }
+        Err(RegistrarError::PrimitiveError) => return Err(store_failure(store)),
+    }
+    let client = store
+        .client()
+        .ok_or_else(|| AppError::Internal("client vanished".into()))?;
+    Ok((client, credentials))
 }
 
 /// The error a primitive recorded, or an internal error if it recorded none.

@@ -499,6 +499,35 @@ async fn refresh(args: &Args, ctx: &Ctx) -> Result<ScenarioResult, String> {
     .await)
 }
 
+/// RFC 7662 introspection of a valid access token, by a confidential client.
+async fn introspect(args: &Args, ctx: &Ctx) -> Result<ScenarioResult, String> {
+    let tokens = ctx
+        .post("/o/token/", &[("grant_type", "client_credentials")], true)
+        .await?;
+    let token: Arc<str> = tokens["access_token"]
+        .as_str()
+        .ok_or("no access token")?
+        .into();
+    let ctx = ctx.clone();
+    Ok(repeat(args, "introspect", move |_| {
+        let (ctx, token) = (ctx.clone(), token.clone());
+        async move {
+            let outcome = ctx
+                .post("/o/introspect/", &[("token", &token)], true)
+                .await
+                .and_then(|v| {
+                    if v["active"] == true {
+                        Ok(())
+                    } else {
+                        Err(format!("token reported inactive: {v}"))
+                    }
+                });
+            Some(outcome)
+        }
+    })
+    .await)
+}
+
 /// A resource server verifying an access token against the JWKS, in this
 /// process on one thread: verifications per second per core.
 async fn jwt_verify(args: &Args, ctx: &Ctx) -> Result<ScenarioResult, String> {
@@ -575,13 +604,7 @@ async fn scenarios(args: &Args, ctx: &Ctx) -> Result<Vec<ScenarioResult>, String
         results.push(refresh(args, ctx).await?);
     }
     if args.wants("introspect") {
-        results.push(ScenarioResult {
-            name: "introspect",
-            median: None,
-            runs: Vec::new(),
-            note: Some("no introspection endpoint yet (issue 4)".into()),
-            first_error: None,
-        });
+        results.push(introspect(args, ctx).await?);
     }
     if args.wants("jwt_verify") {
         results.push(jwt_verify(args, ctx).await?);

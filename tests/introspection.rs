@@ -1,0 +1,352 @@
+//! RFC 7662 introspection, RFC 7009 revocation and RFC 8414 metadata, for
+//! every token kind and state.
+
+mod common;
+
+use common::*;
+use phonekey::oauth::clients::GrantType;
+use serde_json::Value;
+
+struct Setup {
+    server: TestServer,
+    app: (String, String),
+    resource_server: (String, String),
+    access: String,
+    refresh: String,
+    user: Value,
+}
+
+async fn setup() -> Setup {
+    let server = TestServer::start();
+    let (app_id, app_secret) = server.client(&[GrantType::Otp, GrantType::RefreshToken], true);
+    let (rs_id, rs_secret) = server.client(&[GrantType::ClientCredentials], true);
+    let app = (app_id, app_secret.unwrap());
+    let phone = new_phone();
+    let (ticket, user) = server.signed_up_user(&phone).await;
+    let (status, tokens, _) = server
+        .token_basic(
+            &app.0,
+            &app.1,
+            &[
+                ("grant_type", "otp"),
+                ("phone", &phone),
+                ("secret_identifier", &ticket),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{tokens}");
+    Setup {
+        access: tokens["access_token"].as_str().unwrap().to_string(),
+        refresh: tokens["refresh_token"].as_str().unwrap().to_string(),
+        resource_server: (rs_id, rs_secret.unwrap()),
+        app,
+        user,
+        server,
+    }
+}
+
+async fn post(
+    server: &TestServer,
+    path: &str,
+    who: &(String, String),
+    form: &[(&str, &str)],
+) -> (u16, Value) {
+    let response = server
+        .http
+        .post(server.url(path))
+        .basic_auth(&who.0, Some(&who.1))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn introspect(s: &Setup, token: &str) -> Value {
+    let (status, body) = post(
+        &s.server,
+        "/o/introspect/",
+        &s.resource_server,
+        &[("token", token)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn active_tokens_describe_themselves() {
+    let s = setup().await;
+    let info = introspect(&s, &s.access).await;
+    assert_eq!(info["active"], true);
+    assert_eq!(info["token_type"], "Bearer");
+    assert_eq!(info["client_id"], s.app.0.as_str());
+    assert_eq!(info["sub"], s.user["id"]);
+    assert_eq!(info["username"], s.user["username"]);
+    assert_eq!(info["iss"], s.server.config.issuer.as_str());
+    assert!(info["exp"].as_i64().unwrap() > info["iat"].as_i64().unwrap());
+    assert!(info["jti"].is_string());
+    assert!(info.get("scope").is_some() && info.get("aud").is_some());
+
+    let (status, info) = post(
+        &s.server,
+        "/o/introspect/",
+        &s.resource_server,
+        &[("token", &s.refresh), ("token_type_hint", "refresh_token")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(info["active"], true);
+    assert_eq!(info["token_type"], "refresh_token");
+    assert_eq!(info["sub"], s.user["id"]);
+    // A wrong hint only costs a second look.
+    let (_, info) = post(
+        &s.server,
+        "/o/introspect/",
+        &s.resource_server,
+        &[("token", &s.access), ("token_type_hint", "refresh_token")],
+    )
+    .await;
+    assert_eq!(info["active"], true);
+}
+
+#[tokio::test]
+async fn inactive_tokens_say_only_that() {
+    let s = setup().await;
+    let other_key_jwt =
+        "eyJ0eXAiOiJhdCtqd3QiLCJhbGciOiJFZERTQSIsImtpZCI6Im5vcGUifQ.eyJqdGkiOiJ4In0.c2ln";
+    for token in [
+        "",
+        "garbage",
+        "a.b.c",
+        other_key_jwt,
+        &"x".repeat(5000),
+        "ünïcode",
+    ] {
+        let (status, info) = post(
+            &s.server,
+            "/o/introspect/",
+            &s.resource_server,
+            &[("token", token)],
+        )
+        .await;
+        if token.is_empty() {
+            assert_eq!(
+                (status, info["error"].as_str()),
+                (400, Some("invalid_request"))
+            );
+            continue;
+        }
+        assert_eq!(status, 200);
+        assert_eq!(info, serde_json::json!({ "active": false }), "{token:.20}");
+    }
+    // A tampered signature is not ours.
+    let mut tampered = s.access.clone();
+    tampered.pop();
+    tampered.push(if s.access.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(introspect(&s, &tampered).await["active"], false);
+
+    // Spent refresh token: inactive after rotation.
+    let (status, _) = post(
+        &s.server,
+        "/o/token/",
+        &s.app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &s.refresh),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(introspect(&s, &s.refresh).await["active"], false);
+
+    // Expired access token.
+    s.server.clock.advance(3601);
+    assert_eq!(
+        introspect(&s, &s.access).await,
+        serde_json::json!({ "active": false })
+    );
+}
+
+#[tokio::test]
+async fn introspection_needs_a_confidential_client() {
+    let s = setup().await;
+    let (status, body) = post(
+        &s.server,
+        "/o/introspect/",
+        &(s.resource_server.0.clone(), "wrong".into()),
+        &[("token", &s.access)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (public, _) = s.server.client(&[GrantType::Otp], false);
+    let response = s
+        .server
+        .http
+        .post(s.server.url("/o/introspect/"))
+        .form(&[("token", s.access.as_str()), ("client_id", public.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_revokes_its_family() {
+    let s = setup().await;
+    // Rotate once, so the family has two generations.
+    let (_, rotated) = post(
+        &s.server,
+        "/o/token/",
+        &s.app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &s.refresh),
+        ],
+    )
+    .await;
+    let access2 = rotated["access_token"].as_str().unwrap().to_string();
+    let refresh2 = rotated["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(introspect(&s, &access2).await["active"], true);
+
+    let (status, _) = post(
+        &s.server,
+        "/o/revoke_token/",
+        &s.app,
+        &[("token", &refresh2), ("token_type_hint", "refresh_token")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    for token in [&s.access, &access2, &refresh2] {
+        assert_eq!(introspect(&s, token).await["active"], false);
+    }
+    let (status, body) = post(
+        &s.server,
+        "/o/token/",
+        &s.app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh2),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn revoking_an_access_token_and_the_edge_cases() {
+    let s = setup().await;
+    // Another client's token: 200, and nothing happens.
+    let (status, _) = post(
+        &s.server,
+        "/o/revoke_token/",
+        &s.resource_server,
+        &[("token", &s.access)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(introspect(&s, &s.access).await["active"], true);
+    // Unknown tokens: 200.
+    let (status, _) = post(
+        &s.server,
+        "/o/revoke_token/",
+        &s.app,
+        &[("token", "never-issued")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The owner revokes its access token; the refresh token lives on.
+    let (status, _) = post(
+        &s.server,
+        "/o/revoke_token/",
+        &s.app,
+        &[("token", &s.access), ("token_type_hint", "access_token")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(introspect(&s, &s.access).await["active"], false);
+    assert_eq!(introspect(&s, &s.refresh).await["active"], true);
+    // Errors: no token, bad client.
+    let (status, body) = post(&s.server, "/o/revoke_token/", &s.app, &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (status, body) = post(
+        &s.server,
+        "/o/revoke_token/",
+        &(s.app.0.clone(), "nope".into()),
+        &[("token", &s.refresh)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    assert_eq!(introspect(&s, &s.refresh).await["active"], true);
+}
+
+#[tokio::test]
+async fn metadata_lists_every_endpoint() {
+    let server = TestServer::start();
+    let (status, meta, _) = split(
+        server
+            .http
+            .get(server.url("/.well-known/oauth-authorization-server"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let issuer = server.config.issuer.as_str();
+    assert_eq!(meta["issuer"], issuer);
+    for (key, path) in [
+        ("token_endpoint", "/o/token/"),
+        ("jwks_uri", "/.well-known/jwks.json"),
+        ("introspection_endpoint", "/o/introspect/"),
+        ("revocation_endpoint", "/o/revoke_token/"),
+    ] {
+        assert_eq!(meta[key], format!("{issuer}{path}"));
+        // Every advertised endpoint exists.
+        let url = meta[key].as_str().unwrap();
+        let response = if key == "jwks_uri" {
+            server.http.get(url).send().await.unwrap()
+        } else {
+            server
+                .http
+                .post(url)
+                .form(&[("x", "y")])
+                .send()
+                .await
+                .unwrap()
+        };
+        assert_ne!(response.status(), 404, "{url}");
+    }
+    let grants: Vec<&str> = meta["grant_types_supported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for g in [
+        "otp",
+        "urn:phonekey:params:oauth:grant-type:otp",
+        "refresh_token",
+        "client_credentials",
+    ] {
+        assert!(grants.contains(&g), "{g}");
+    }
+    assert!(meta["token_endpoint_auth_methods_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("client_secret_basic")));
+}
