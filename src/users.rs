@@ -3,7 +3,7 @@
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::SaltString;
-use argon2::{Argon2, PasswordHasher};
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use chrono::{DateTime, NaiveDate, SecondsFormat};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -165,6 +165,28 @@ pub fn hash_password(password: &str) -> AppResult<String> {
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| AppError::Internal(format!("password hashing failed: {e}")))
+}
+
+/// Checks a password against a stored Argon2 hash. Without a hash (unknown
+/// user, no password set) it still does the same work against a dummy hash,
+/// so that timing does not tell the cases apart.
+pub fn verify_password(stored: Option<&str>, password: &str) -> bool {
+    static DUMMY: std::sync::LazyLock<Option<String>> =
+        std::sync::LazyLock::new(|| hash_password("no user has this password").ok());
+    let (hash, real) = match stored {
+        Some(h) => (h.to_string(), true),
+        None => match DUMMY.as_ref() {
+            Some(d) => (d.clone(), false),
+            None => return false,
+        },
+    };
+    let Ok(parsed) = PasswordHash::new(&hash) else {
+        return false;
+    };
+    let ok = Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
+    ok && real
 }
 
 fn auto_username() -> String {

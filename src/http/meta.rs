@@ -20,7 +20,7 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
             "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
             "introspection_endpoint": format!("{issuer}/o/introspect/"),
             "revocation_endpoint": format!("{issuer}/o/revoke_token/"),
-            "grant_types_supported": ["otp", crate::oauth::clients::OTP_GRANT_URN, "refresh_token", "client_credentials"],
+            "grant_types_supported": ["otp", crate::oauth::clients::OTP_GRANT_URN, "refresh_token", "client_credentials", "password"],
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": client_auth,
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],

@@ -10,7 +10,7 @@ use oxide_auth::primitives::grant::{Extensions, Grant};
 use oxide_auth::primitives::issuer::Issuer;
 use oxide_auth::primitives::registrar::{BoundClient, RegisteredUrl, Registrar};
 
-use super::clients::Client;
+use super::clients::{Client, GrantType};
 use super::issuer::{no_redirect, timestamp};
 use super::request::{ClientCredentials, TokenRequest};
 use super::store::{Issued, OAuthStore};
@@ -69,6 +69,17 @@ pub fn otp(
         }
     };
 
+    issue_for_user(store, client, user_id, scope)
+}
+
+/// Issues tokens to `user_id` through the registrar's scope negotiation and
+/// the issuer, as every user grant ends.
+fn issue_for_user(
+    store: &mut OAuthStore<'_>,
+    client: &Client,
+    user_id: String,
+    scope: Vec<String>,
+) -> AppResult<Issued> {
     let bound = BoundClient {
         client_id: Cow::Borrowed(client.id.as_str()),
         redirect_uri: Cow::Owned(RegisteredUrl::Semantic(no_redirect())),
@@ -82,13 +93,52 @@ pub fn otp(
         client_id: pre.client_id,
         scope: pre.scope,
         redirect_uri: pre.redirect_uri.into_url(),
-        until: timestamp(now + core.config.tokens.access_ttl),
+        until: timestamp(store.now + store.core.config.tokens.access_ttl),
         extensions: Extensions::new(),
     };
+    store.with_refresh = client.allows(GrantType::RefreshToken);
     store.issue(grant).map_err(|()| store_failure(store))?;
     store
         .take_issued()
         .ok_or_else(|| AppError::Internal("issuer returned no token".into()))
+}
+
+/// `grant_type=password` (RFC 6749 §4.3; legacy, for clients that allow it):
+/// a username or a phone, and the user's password. Unknown users and wrong
+/// passwords get the same answer after the same Argon2 work.
+pub fn password(
+    store: &mut OAuthStore<'_>,
+    request: &TokenRequest,
+    client: &Client,
+) -> AppResult<Issued> {
+    let core = store.core;
+    let login = request
+        .param("username")
+        .ok_or_else(|| OAuthError::invalid_request("username is required"))?;
+    let password = request
+        .param("password")
+        .ok_or_else(|| OAuthError::invalid_request("password is required"))?;
+    let scope = client.grant_scope(request.param("scope"))?;
+    let user = {
+        let mut conn = store.conn();
+        let by_phone = match phone::normalize(login, core.config.default_region) {
+            Some(p) => crate::db::users::find_by_phone(&mut conn, &p)?,
+            None => None,
+        };
+        match by_phone {
+            Some(user) => Some(user),
+            None => crate::db::users::find_by_username(&mut conn, login)?,
+        }
+    };
+    let stored = user
+        .as_ref()
+        .filter(|u| u.is_active)
+        .and_then(|u| u.password_hash.clone());
+    let verified = users::verify_password(stored.as_deref(), password);
+    let Some(user) = user.filter(|_| verified) else {
+        return Err(OAuthError::invalid_grant("the username or password is wrong").into());
+    };
+    issue_for_user(store, client, user.id, scope)
 }
 
 /// The token endpoint speaks RFC 6749 codes only: every failed proof is invalid_grant.

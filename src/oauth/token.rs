@@ -35,6 +35,7 @@ pub fn token(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppResult<
     match grant {
         GrantType::Otp => grants::otp(&mut store, request, &client),
         GrantType::RefreshToken => grants::refresh(&mut store, request, &credentials),
+        GrantType::Password => grants::password(&mut store, request, &client),
         GrantType::ClientCredentials if client.confidential => {
             grants::client_credentials(&mut store, request, &credentials)
         }
