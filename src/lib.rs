@@ -61,6 +61,35 @@ pub fn prepare(config: Config, clock: SharedClock) -> Result<AppState, StartErro
     })
 }
 
+/// Expired rows are kept this long after expiry (for audit), then deleted.
+pub const PURGE_GRACE: i64 = 86_400;
+
+/// Deletes expired codes, tickets and tokens, and idle rate-limit counters,
+/// every ten minutes, on a thread of its own (never on the executor).
+pub fn spawn_purger(state: &AppState) {
+    let (pool, core) = (state.pool.clone(), state.core.clone());
+    let spawned = std::thread::Builder::new()
+        .name("phonekey-purge".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(600));
+            let now = core.now();
+            // A counter idle for longer than any window (1 h) or cooldown (≤ 1 day) is empty.
+            let idle_before = now - 86_400 - 3_600;
+            let result = pool
+                .get()
+                .map_err(db::DbError::from)
+                .and_then(|mut conn| db::purge::expired(&mut conn, now - PURGE_GRACE, idle_before));
+            match result {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "purged expired rows"),
+                Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the purge thread");
+    }
+}
+
 /// Starts serving on `listener`; the returned server runs until stopped.
 pub fn serve(state: AppState, listener: TcpListener) -> std::io::Result<actix_web::dev::Server> {
     let workers = state

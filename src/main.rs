@@ -137,6 +137,7 @@ fn serve(config: Config) -> Result<(), String> {
     let state = phonekey::prepare(config, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(listen)
         .map_err(|e| format!("PHONEKEY_LISTEN: cannot listen on {listen}: {e}"))?;
+    phonekey::spawn_purger(&state);
     tracing::info!(%listen, issuer = %state.core.config.issuer, database = state.core.config.database.backend.name(), "phonekey serving");
     actix_web::rt::System::new()
         .block_on(async move { phonekey::serve(state, listener)?.await })

@@ -5,6 +5,7 @@
 pub mod clients;
 pub mod codes;
 pub mod keys;
+pub mod purge;
 pub mod rate_limits;
 pub mod schema;
 pub mod settings;

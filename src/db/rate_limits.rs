@@ -69,13 +69,3 @@ pub fn hit(conn: &mut DbConn, bucket: &str, limit: &Limit, now: i64) -> DbResult
     }
     Ok(Some(wait.max(1)))
 }
-
-/// Drops counters whose window and cooldown are both over.
-pub fn purge(conn: &mut DbConn, before: i64) -> DbResult<usize> {
-    Ok(diesel::delete(
-        rate_limits::table
-            .filter(rate_limits::window_start.lt(before))
-            .filter(rate_limits::last_at.lt(before)),
-    )
-    .execute(conn)?)
-}
