@@ -1,5 +1,8 @@
 //! What every request needs besides a database connection: configuration,
-//! the server's HMAC key, the signing keys and the clock. Loaded once at start.
+//! the server's HMAC key, the signing keys and the clock. Loaded at start; the
+//! keys are reloaded every few seconds to pick up rotations.
+
+use std::sync::{Arc, RwLock};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -11,7 +14,7 @@ use crate::secrets::{self, Hasher};
 pub struct Core {
     pub config: Config,
     pub hasher: Hasher,
-    pub keys: KeyRing,
+    keys: RwLock<Arc<KeyRing>>,
     pub clock: SharedClock,
 }
 
@@ -26,10 +29,22 @@ impl Core {
         let keys = KeyRing::load_or_create(conn, now, now - config.tokens.access_ttl)?;
         Ok(Core {
             hasher: Hasher::new(secret.as_bytes()),
-            keys,
+            keys: RwLock::new(Arc::new(keys)),
             clock,
             config,
         })
+    }
+
+    pub fn keys(&self) -> Arc<KeyRing> {
+        // A panic while swapping cannot leave a half-written ring: the guard only swaps an Arc.
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the published keys (another instance may have rotated them).
+    pub fn reload_keys(&self, conn: &mut DbConn) -> AppResult<()> {
+        let ring = KeyRing::load(conn, self.now() - self.config.tokens.access_ttl)?;
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        Ok(())
     }
 
     pub fn now(&self) -> i64 {

@@ -64,29 +64,45 @@ pub fn prepare(config: Config, clock: SharedClock) -> Result<AppState, StartErro
 /// Expired rows are kept this long after expiry (for audit), then deleted.
 pub const PURGE_GRACE: i64 = 86_400;
 
-/// Deletes expired codes, tickets and tokens, and idle rate-limit counters,
-/// every ten minutes, on a thread of its own (never on the executor).
-pub fn spawn_purger(state: &AppState) {
+/// Background upkeep on a thread of its own (never on the executor): reload
+/// the signing keys often, to pick up a `keys rotate` from any instance, and
+/// every ten minutes delete expired codes, tickets and tokens and idle
+/// rate-limit counters.
+pub fn spawn_maintenance(state: &AppState) {
     let (pool, core) = (state.pool.clone(), state.core.clone());
+    let interval = oauth::keys::KEY_RELOAD_SECONDS;
     let spawned = std::thread::Builder::new()
-        .name("phonekey-purge".into())
-        .spawn(move || loop {
-            std::thread::sleep(std::time::Duration::from_secs(600));
-            let now = core.now();
-            // A counter idle for longer than any window (1 h) or cooldown (≤ 1 day) is empty.
-            let idle_before = now - 86_400 - 3_600;
-            let result = pool
-                .get()
-                .map_err(db::DbError::from)
-                .and_then(|mut conn| db::purge::expired(&mut conn, now - PURGE_GRACE, idle_before));
-            match result {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(rows = n, "purged expired rows"),
-                Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),
+        .name("phonekey-upkeep".into())
+        .spawn(move || {
+            let mut since_purge = 0;
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(interval));
+                let mut conn = match pool.get() {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "upkeep: no database connection; will retry");
+                        continue;
+                    }
+                };
+                if let Err(e) = core.reload_keys(&mut conn) {
+                    tracing::warn!(error = %e, "could not reload the signing keys; keeping the loaded ones");
+                }
+                since_purge += interval;
+                if since_purge < 600 {
+                    continue;
+                }
+                since_purge = 0;
+                let now = core.now();
+                // A counter idle for longer than any window (1 h) or cooldown (≤ 1 day) is empty.
+                match db::purge::expired(&mut conn, now - PURGE_GRACE, now - 86_400 - 3_600) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "purged expired rows"),
+                    Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),
+                }
             }
         });
     if let Err(e) = spawned {
-        tracing::warn!(error = %e, "could not start the purge thread");
+        tracing::warn!(error = %e, "could not start the upkeep thread");
     }
 }
 

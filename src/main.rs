@@ -39,6 +39,18 @@ enum Command {
     /// Register, list and delete client applications.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new signing key current (in 60 s, once every instance publishes
+    /// it); the old one stays in the JWKS until its tokens have expired.
+    Rotate,
+    /// List the signing keys.
+    List,
 }
 
 #[derive(Args)]
@@ -105,7 +117,8 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve => serve(config),
         Command::Migrate => {
-            let mut conn = connect(&config)?;
+            let mut conn =
+                db::connect_once(&config.database).map_err(|e| format!("DATABASE_URL: {e}"))?;
             let ran = db::migrate(&mut conn).map_err(|e| e.to_string())?;
             println!(
                 "applied {ran} migration(s) on {}",
@@ -115,6 +128,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Createsuperuser(args) => createsuperuser(&config, args),
         Command::Client(command) => client(&config, command),
+        Command::Keys(command) => keys(&config, command),
     }
 }
 
@@ -137,7 +151,7 @@ fn serve(config: Config) -> Result<(), String> {
     let state = phonekey::prepare(config, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(listen)
         .map_err(|e| format!("PHONEKEY_LISTEN: cannot listen on {listen}: {e}"))?;
-    phonekey::spawn_purger(&state);
+    phonekey::spawn_maintenance(&state);
     tracing::info!(%listen, issuer = %state.core.config.issuer, database = state.core.config.database.backend.name(), "phonekey serving");
     actix_web::rt::System::new()
         .block_on(async move { phonekey::serve(state, listener)?.await })
@@ -263,6 +277,40 @@ fn client(config: &Config, command: ClientCommand) -> Result<(), String> {
             }
         }
     }
+}
+
+fn keys(config: &Config, command: KeysCommand) -> Result<(), String> {
+    let mut conn = connect(config)?;
+    match command {
+        KeysCommand::Rotate => {
+            let now = SystemClock.now();
+            let kid = phonekey::oauth::keys::rotate(&mut conn, now).map_err(describe)?;
+            println!(
+                "new signing key {kid}: published now, signs from {}",
+                chrono::DateTime::from_timestamp(now + phonekey::oauth::keys::PUBLISH_AHEAD, 0)
+                    .unwrap_or_default()
+            );
+        }
+        KeysCommand::List => {
+            for k in db::keys::all(&mut conn).map_err(|e| e.to_string())? {
+                let at = |t: i64| {
+                    chrono::DateTime::from_timestamp(t, 0)
+                        .unwrap_or_default()
+                        .to_rfc3339()
+                };
+                println!(
+                    "{}  {}  from {}{}",
+                    k.kid,
+                    k.alg,
+                    at(k.created_at),
+                    k.retired_at
+                        .map(|r| format!("  retired {}", at(r)))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn client_json(c: &Client) -> serde_json::Value {

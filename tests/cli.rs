@@ -318,3 +318,31 @@ async fn serve_runs_out_of_the_box_and_the_code_appears_only_in_the_sms() {
         "the code must not appear in a log line: {log}"
     );
 }
+
+#[test]
+fn keys_rotate_and_list() {
+    let dir = Dir::new();
+    let out = phonekey(&dir).arg("migrate").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("applied 2 migration(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for _ in 0..2 {
+        let out = phonekey(&dir).args(["keys", "rotate"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("new signing key "));
+    }
+    let out = phonekey(&dir).args(["keys", "list"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    assert_eq!(
+        listing.matches("retired").count(),
+        1,
+        "the first key retires when the second starts: {listing}"
+    );
+}

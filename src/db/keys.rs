@@ -38,3 +38,18 @@ pub fn published(conn: &mut DbConn, keep_after: i64) -> DbResult<Vec<KeyRow>> {
         .select(KeyRow::as_select())
         .load(conn)?)
 }
+
+/// Retires, at `at`, every key that is not retired yet.
+pub fn retire_current(conn: &mut DbConn, at: i64) -> DbResult<()> {
+    diesel::update(signing_keys::table.filter(signing_keys::retired_at.is_null()))
+        .set(signing_keys::retired_at.eq(at))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn all(conn: &mut DbConn) -> DbResult<Vec<KeyRow>> {
+    Ok(signing_keys::table
+        .order((signing_keys::created_at.asc(), signing_keys::kid.asc()))
+        .select(KeyRow::as_select())
+        .load(conn)?)
+}

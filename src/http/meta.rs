@@ -32,7 +32,7 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .content_type("application/json")
-        .body(state.core.keys.jwks_json().to_string())
+        .body(state.core.keys().jwks_json().to_string())
 }
 
 /// The process is up; touches nothing else.

@@ -30,7 +30,7 @@ fn find(
     }
     let access = |conn: &mut DbConn| -> AppResult<Option<Found>> {
         // Only our signature makes a jti worth looking up.
-        let Some(jti) = core.keys.verified_jti(token) else {
+        let Some(jti) = core.keys().verified_jti(token) else {
             return Ok(None);
         };
         Ok(db::tokens::find_access(conn, &jti)?.map(Found::Access))

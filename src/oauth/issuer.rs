@@ -47,7 +47,7 @@ impl OAuthStore<'_> {
         let ttl = core.config.tokens.access_ttl;
         let scope = scope_string(&grant.scope);
         let jti = secrets::random_urlsafe(16);
-        let access_token = core.keys.sign(&AccessClaims {
+        let access_token = core.keys().sign(&AccessClaims {
             iss: core.config.issuer.clone(),
             sub: grant.owner_id.clone(),
             aud: core.config.tokens.audience.clone(),
@@ -162,7 +162,7 @@ impl Issuer for OAuthStore<'_> {
     fn recover_token<'a>(&'a self, token: &'a str) -> Result<Option<Grant>, ()> {
         let core = self.core;
         let Some(claims) =
-            core.keys
+            core.keys()
                 .verify(token, &core.config.issuer, &core.config.tokens.audience)
         else {
             return Ok(None);

@@ -1,5 +1,11 @@
 //! Signing keys for access tokens (RFC 9068 JWTs, EdDSA over Ed25519): made
-//! at first start, kept in the database, loaded once, published as a JWKS.
+//! at first start, kept in the database, published as a JWKS.
+//!
+//! Rotation without a gap: `rotate` stores the new key with a start time
+//! `PUBLISH_AHEAD` seconds away and retires the old one at that moment.
+//! Every instance reloads the keys more often than that, so each publishes
+//! the new key before any signs with it; the key that signs is chosen by the
+//! clock. A retired key stays published until the tokens it signed expire.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -8,7 +14,7 @@ use ed25519_dalek::Signer;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{self, keys::KeyRow, DbConn};
+use crate::db::{self, keys::KeyRow, Conn, DbConn};
 use crate::error::{AppError, AppResult};
 use crate::secrets;
 
@@ -25,70 +31,114 @@ pub struct AccessClaims {
     pub scope: String,
 }
 
-pub struct KeyRing {
+/// Seconds between `keys rotate` and the new key signing: longer than
+/// `KEY_RELOAD_SECONDS`, so that every instance publishes it first.
+pub const PUBLISH_AHEAD: i64 = 60;
+/// How often every instance re-reads the keys.
+pub const KEY_RELOAD_SECONDS: u64 = 20;
+
+struct SigningKey {
+    kid: String,
     /// Parsed once: jsonwebtoken's `encode` would re-derive it from PKCS#8 on every token.
-    signing: ed25519_dalek::SigningKey,
-    /// base64url of the JOSE header, the same for every token.
+    key: ed25519_dalek::SigningKey,
+    /// base64url of the JOSE header, the same for every token of this key.
     header_b64: String,
+    /// Signs from this time (a rotated-in key starts in the future) …
+    from: i64,
+    /// … until this one, if retired.
+    until: Option<i64>,
+}
+
+pub struct KeyRing {
+    signing: Vec<SigningKey>,
     verifying: Vec<(String, DecodingKey)>,
     jwks: String,
 }
 
 impl KeyRing {
     /// Loads the published keys, making the first one if there is none.
-    /// `keep_after`: retired keys retired after this time are still published.
+    /// `keep_after`: keys retired after this time are still published.
     pub fn load_or_create(conn: &mut DbConn, now: i64, keep_after: i64) -> AppResult<KeyRing> {
         let mut rows = db::keys::published(conn, keep_after)?;
         if !rows.iter().any(|k| k.retired_at.is_none()) {
             db::keys::insert(conn, &generate(now)?)?;
-            // If another instance raced us, both pick the same (oldest) key below.
+            // If another instance raced us, both sign with the same key (see `current`).
             rows = db::keys::published(conn, keep_after)?;
         }
         KeyRing::from_rows(&rows)
     }
 
+    /// The published keys as stored now (for the periodic reload).
+    pub fn load(conn: &mut DbConn, keep_after: i64) -> AppResult<KeyRing> {
+        KeyRing::from_rows(&db::keys::published(conn, keep_after)?)
+    }
+
     fn from_rows(rows: &[KeyRow]) -> AppResult<KeyRing> {
-        let current = rows
-            .iter()
-            .find(|k| k.retired_at.is_none())
-            .ok_or_else(|| AppError::Internal("no current signing key".into()))?;
-        let der = STANDARD.decode(&current.private_key).map_err(|e| {
-            AppError::Internal(format!("stored key {} is corrupt: {e}", current.kid))
-        })?;
+        let corrupt = |kid: &str, e: &dyn std::fmt::Display| {
+            AppError::Internal(format!("stored key {kid} is corrupt: {e}"))
+        };
+        let mut signing = Vec::new();
         let mut verifying = Vec::new();
         let mut jwks = Vec::new();
         for row in rows.iter().filter(|k| k.alg == "EdDSA") {
-            let key = DecodingKey::from_ed_components(&row.public_key).map_err(|e| {
-                AppError::Internal(format!("stored key {} is corrupt: {e}", row.kid))
-            })?;
+            let key = DecodingKey::from_ed_components(&row.public_key)
+                .map_err(|e| corrupt(&row.kid, &e))?;
             verifying.push((row.kid.clone(), key));
             jwks.push(serde_json::json!({
                 "kty": "OKP", "crv": "Ed25519", "x": row.public_key,
                 "kid": row.kid, "use": "sig", "alg": "EdDSA",
             }));
+            let der = STANDARD
+                .decode(&row.private_key)
+                .map_err(|e| corrupt(&row.kid, &e))?;
+            let key = ed25519_dalek::SigningKey::from_pkcs8_der(&der)
+                .map_err(|e| corrupt(&row.kid, &e))?;
+            let header = serde_json::json!({ "typ": "at+jwt", "alg": "EdDSA", "kid": row.kid });
+            signing.push(SigningKey {
+                kid: row.kid.clone(),
+                key,
+                header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
+                from: row.created_at,
+                until: row.retired_at,
+            });
         }
-        let signing = ed25519_dalek::SigningKey::from_pkcs8_der(&der).map_err(|e| {
-            AppError::Internal(format!("stored key {} is corrupt: {e}", current.kid))
-        })?;
-        let header = serde_json::json!({ "typ": "at+jwt", "alg": "EdDSA", "kid": current.kid });
+        if signing.is_empty() {
+            return Err(AppError::Internal("no signing key".into()));
+        }
         Ok(KeyRing {
             signing,
-            header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
             verifying,
             jwks: serde_json::json!({ "keys": jwks }).to_string(),
         })
     }
 
+    /// The key that signs at `now`: the newest that has started and is not
+    /// retired (ties broken by kid, so racing instances agree).
+    fn current(&self, now: i64) -> Option<&SigningKey> {
+        self.signing
+            .iter()
+            .filter(|k| k.from <= now && k.until.is_none_or(|u| u > now))
+            .max_by(|a, b| a.from.cmp(&b.from).then_with(|| b.kid.cmp(&a.kid)))
+    }
+
+    pub fn current_kid(&self, now: i64) -> Option<&str> {
+        self.current(now).map(|k| k.kid.as_str())
+    }
+
     /// A JWS in compact serialization (RFC 7515 §7.1): header.payload.signature,
     /// each base64url; the signature is ed25519-dalek's over the first two.
+    /// The key is the one current at the token's `iat`.
     pub fn sign(&self, claims: &AccessClaims) -> AppResult<String> {
+        let signer = self
+            .current(claims.iat)
+            .ok_or_else(|| AppError::Internal("no signing key is current".into()))?;
         let payload =
             serde_json::to_vec(claims).map_err(|e| AppError::Internal(format!("claims: {e}")))?;
-        let mut jws = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 100);
-        jws.push_str(&self.header_b64);
+        let mut jws = String::with_capacity(signer.header_b64.len() + payload.len() * 4 / 3 + 100);
+        jws.push_str(&signer.header_b64);
         jws.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut jws);
-        let signature = self.signing.sign(jws.as_bytes());
+        let signature = signer.key.sign(jws.as_bytes());
         jws.push('.');
         URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut jws);
         Ok(jws)
@@ -131,6 +181,19 @@ impl KeyRing {
     pub fn jwks_json(&self) -> &str {
         &self.jwks
     }
+}
+
+/// `phonekey keys rotate`: a new key that starts signing `PUBLISH_AHEAD`
+/// seconds from `now`, when the current keys retire. Returns the new kid.
+pub fn rotate(conn: &mut Conn, now: i64) -> AppResult<String> {
+    let switch = now + PUBLISH_AHEAD;
+    let row = generate(switch)?;
+    let kid = row.kid.clone();
+    conn.write_tx(|c| {
+        db::keys::retire_current(c, switch)?;
+        db::keys::insert(c, &row)
+    })?;
+    Ok(kid)
 }
 
 fn generate(now: i64) -> AppResult<KeyRow> {

@@ -206,6 +206,7 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub db: TestDb,
     pub config: Config,
+    pub state: phonekey::http::AppState,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -239,6 +240,7 @@ impl TestServer {
         let config = Config::from_pairs(pairs).expect("test config");
         let clock = ManualClock::new();
         let state = phonekey::prepare(config.clone(), clock.clone()).expect("prepare");
+        let shared = state.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
@@ -258,6 +260,7 @@ impl TestServer {
                 .expect("client"),
             db,
             config,
+            state: shared,
             handle,
         }
     }
@@ -288,6 +291,12 @@ impl TestServer {
         let (client, secret) =
             clients::create(&mut conn, &spec, self.clock_now()).expect("create client");
         (client.id, secret)
+    }
+
+    /// What the upkeep thread does every few seconds: re-read the signing keys.
+    pub fn reload_keys(&self) {
+        let mut conn = self.state.pool.get().expect("pooled connection");
+        self.state.core.reload_keys(&mut conn).expect("reload keys");
     }
 
     pub fn clock_now(&self) -> i64 {
