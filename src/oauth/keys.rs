@@ -113,12 +113,18 @@ impl KeyRing {
     }
 
     /// The key that signs at `now`: the newest that has started and is not
-    /// retired (ties broken by kid, so racing instances agree).
+    /// retired (ties broken by kid, so racing instances agree). If the clock
+    /// stepped back before every start, the earliest unretired key.
     fn current(&self, now: i64) -> Option<&SigningKey> {
-        self.signing
-            .iter()
-            .filter(|k| k.from <= now && k.until.is_none_or(|u| u > now))
+        let live = || {
+            self.signing
+                .iter()
+                .filter(move |k| k.until.is_none_or(|u| u > now))
+        };
+        live()
+            .filter(|k| k.from <= now)
             .max_by(|a, b| a.from.cmp(&b.from).then_with(|| b.kid.cmp(&a.kid)))
+            .or_else(|| live().min_by(|a, b| a.from.cmp(&b.from).then_with(|| a.kid.cmp(&b.kid))))
     }
 
     pub fn current_kid(&self, now: i64) -> Option<&str> {
