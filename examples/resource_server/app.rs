@@ -8,7 +8,7 @@ use super::verifier::{BearerError, Verifier};
 async fn me(verifier: web::Data<Verifier>, req: HttpRequest) -> Result<HttpResponse, BearerError> {
     let claims = verifier.authorize(&req, None).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
-        "sub": claims.sub, "client_id": claims.client_id, "scope": claims.scope,
+        "sub": claims.sub, "client_id": claims.client_id, "scope": claims.scope, "exp": claims.exp,
     })))
 }
 
