@@ -24,20 +24,7 @@ async fn purge_deletes_only_what_expired_before_the_cutoff() {
     let server = TestServer::start();
     let (id, secret) = server.client(&[GrantType::Otp, GrantType::RefreshToken], true);
     let secret = secret.unwrap();
-    let phone = new_phone();
-    let (ticket, _) = server.signed_up_user(&phone).await;
-    let (status, tokens, _) = server
-        .token_basic(
-            &id,
-            &secret,
-            &[
-                ("grant_type", "otp"),
-                ("phone", &phone),
-                ("secret_identifier", &ticket),
-            ],
-        )
-        .await;
-    assert_eq!(status, 200);
+    let (_phone, tokens) = server.user_tokens(&id, &secret).await;
     let tables = [
         "otp_codes",
         "verification_tickets",

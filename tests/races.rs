@@ -62,19 +62,7 @@ async fn parallel_refreshes_yield_one_new_pair() {
     let server = std::sync::Arc::new(TestServer::start());
     let (id, secret) = server.client(&[GrantType::Otp, GrantType::RefreshToken], true);
     let secret = secret.unwrap();
-    let phone = new_phone();
-    let (ticket, _) = server.signed_up_user(&phone).await;
-    let (_, tokens, _) = server
-        .token_basic(
-            &id,
-            &secret,
-            &[
-                ("grant_type", "otp"),
-                ("phone", &phone),
-                ("secret_identifier", &ticket),
-            ],
-        )
-        .await;
+    let (_phone, tokens) = server.user_tokens(&id, &secret).await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     let results = statuses(|| {
         let (server, id, secret, refresh) =

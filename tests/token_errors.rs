@@ -354,19 +354,7 @@ async fn refresh_token_errors() {
     let server = TestServer::start();
     let (id, secret) = server.client(&[GrantType::Otp, GrantType::RefreshToken], true);
     let secret = secret.unwrap();
-    let phone = new_phone();
-    let (ticket, _) = server.signed_up_user(&phone).await;
-    let (_, tokens, _) = server
-        .token_basic(
-            &id,
-            &secret,
-            &[
-                ("grant_type", "otp"),
-                ("phone", &phone),
-                ("secret_identifier", &ticket),
-            ],
-        )
-        .await;
+    let (_phone, tokens) = server.user_tokens(&id, &secret).await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
 
     // Another confidential client cannot use it.

@@ -397,6 +397,26 @@ impl TestServer {
         (ticket, user)
     }
 
+    /// A new user with a new phone, logged in with the otp grant by the given
+    /// client; returns the phone and the token response.
+    pub async fn user_tokens(&self, id: &str, secret: &str) -> (String, Value) {
+        let phone = new_phone();
+        let (ticket, _) = self.signed_up_user(&phone).await;
+        let (status, tokens, _) = self
+            .token_basic(
+                id,
+                secret,
+                &[
+                    ("grant_type", "otp"),
+                    ("phone", &phone),
+                    ("secret_identifier", &ticket),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "otp grant: {tokens}");
+        (phone, tokens)
+    }
+
     /// POSTs to the token endpoint with HTTP Basic client authentication.
     pub async fn token_basic(
         &self,
