@@ -4,6 +4,7 @@
 
 pub mod clients;
 pub mod codes;
+pub mod codes_auth;
 pub mod keys;
 pub mod purge;
 pub mod rate_limits;

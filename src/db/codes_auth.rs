@@ -1,0 +1,47 @@
+//! Authorization codes (RFC 6749 §4.1): stored by hash, consumed once.
+
+use diesel::prelude::*;
+
+use super::schema::authorization_codes as ac;
+use super::{DbConn, DbResult};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = ac)]
+pub struct AuthCodeRow {
+    pub code_hash: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub scope: String,
+    pub redirect_uri: String,
+    /// The grant's extensions (PKCE keeps its challenge there), as JSON.
+    pub extensions: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+pub fn insert(conn: &mut DbConn, row: &AuthCodeRow) -> DbResult<()> {
+    diesel::insert_into(ac::table).values(row).execute(conn)?;
+    Ok(())
+}
+
+/// Marks the code used; false if it was used already or has expired.
+pub fn consume(conn: &mut DbConn, hash: &str, now: i64) -> DbResult<bool> {
+    let n = diesel::update(
+        ac::table
+            .filter(ac::code_hash.eq(hash))
+            .filter(ac::used_at.is_null())
+            .filter(ac::expires_at.gt(now)),
+    )
+    .set(ac::used_at.eq(now))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+pub fn find(conn: &mut DbConn, hash: &str) -> DbResult<Option<AuthCodeRow>> {
+    Ok(ac::table
+        .filter(ac::code_hash.eq(hash))
+        .select(AuthCodeRow::as_select())
+        .load(conn)?
+        .pop())
+}
