@@ -35,6 +35,7 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("PHONEKEY_ACCESS_TOKEN_TTL", Some("3600")),
     ("PHONEKEY_REFRESH_TOKEN_TTL", Some("1209600")),
     ("PHONEKEY_TOKEN_AUDIENCE", None),
+    ("PHONEKEY_TOKEN_ALG", Some("EdDSA")),
     ("PHONEKEY_OTP_CODE_LENGTH", Some("6")),
     ("PHONEKEY_OTP_CODE_TTL", Some("300")),
     ("PHONEKEY_OTP_MAX_ATTEMPTS", Some("5")),
@@ -80,11 +81,28 @@ pub struct OtpConfig {
     pub auto_create_users: bool,
 }
 
+/// The access tokens' signature algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAlg {
+    EdDsa,
+    Rs256,
+}
+
+impl TokenAlg {
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenAlg::EdDsa => "EdDSA",
+            TokenAlg::Rs256 => "RS256",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TokenConfig {
     pub access_ttl: i64,
     pub refresh_ttl: i64,
     pub audience: String,
+    pub alg: TokenAlg,
 }
 
 #[derive(Clone)]
@@ -256,6 +274,16 @@ impl Config {
             audience: get("PHONEKEY_TOKEN_AUDIENCE")
                 .map(str::to_string)
                 .unwrap_or_else(|| issuer.clone()),
+            alg: match req("PHONEKEY_TOKEN_ALG")? {
+                "EdDSA" => TokenAlg::EdDsa,
+                "RS256" => TokenAlg::Rs256,
+                other => {
+                    return Err(invalid(
+                        "PHONEKEY_TOKEN_ALG",
+                        &format!("{other:?} is not EdDSA or RS256"),
+                    ))
+                }
+            },
         };
         let trusted_proxies = match get("PHONEKEY_TRUSTED_PROXIES") {
             Some(list) => list
@@ -398,6 +426,7 @@ mod tests {
             ("PHONEKEY_LISTEN", "nowhere"),
             ("PHONEKEY_TRUSTED_PROXIES", "10.0.0.0/8,bogus"),
             ("PHONEKEY_DEFAULT_REGION", "XX1"),
+            ("PHONEKEY_TOKEN_ALG", "HS256"),
         ];
         for (key, value) in cases {
             let err = Config::from_pairs([(key, value)]).unwrap_err().to_string();

@@ -26,7 +26,8 @@ impl Core {
             None => db::settings::get_or_insert(conn, "secret_key", &secrets::random_hex(32))?,
         };
         let now = clock.now();
-        let keys = KeyRing::load_or_create(conn, now, now - config.tokens.access_ttl)?;
+        let keys =
+            KeyRing::load_or_create(conn, config.tokens.alg, now, now - config.tokens.access_ttl)?;
         Ok(Core {
             hasher: Hasher::new(secret.as_bytes()),
             keys: RwLock::new(Arc::new(keys)),
@@ -42,7 +43,11 @@ impl Core {
 
     /// Re-reads the published keys (another instance may have rotated them).
     pub fn reload_keys(&self, conn: &mut DbConn) -> AppResult<()> {
-        let ring = KeyRing::load(conn, self.now() - self.config.tokens.access_ttl)?;
+        let ring = KeyRing::load(
+            conn,
+            self.config.tokens.alg,
+            self.now() - self.config.tokens.access_ttl,
+        )?;
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
         Ok(())
     }

@@ -284,7 +284,8 @@ fn keys(config: &Config, command: KeysCommand) -> Result<(), String> {
     match command {
         KeysCommand::Rotate => {
             let now = SystemClock.now();
-            let kid = phonekey::oauth::keys::rotate(&mut conn, now).map_err(describe)?;
+            let kid = phonekey::oauth::keys::rotate(&mut conn, config.tokens.alg, now)
+                .map_err(describe)?;
             println!(
                 "new signing key {kid}: published now, signs from {}",
                 chrono::DateTime::from_timestamp(now + phonekey::oauth::keys::PUBLISH_AHEAD, 0)

@@ -52,7 +52,9 @@ async fn rotation_without_a_gap() {
     let old_kid = kid(&old_token);
 
     let mut conn = phonekey::db::connect_once(&server.config.database).unwrap();
-    let new_kid = phonekey::oauth::keys::rotate(&mut conn, server.clock_now()).unwrap();
+    let new_kid =
+        phonekey::oauth::keys::rotate(&mut conn, server.config.tokens.alg, server.clock_now())
+            .unwrap();
     assert_ne!(new_kid, old_kid);
     server.reload_keys();
 
@@ -88,4 +90,38 @@ async fn rotation_without_a_gap() {
     assert!(set.find(&old_kid).is_none());
     assert!(set.find(&new_kid).is_some());
     assert_eq!(kid(&token(&server, &id, &secret).await), new_kid);
+}
+
+/// `PHONEKEY_TOKEN_ALG=RS256`: tokens for resource servers without EdDSA,
+/// published in the JWKS as RSA keys, verifiable and introspectable.
+#[tokio::test]
+async fn rs256_tokens_verify_with_the_jwks() {
+    let server = TestServer::start_with(&[("PHONEKEY_TOKEN_ALG", "RS256")]);
+    let (id, secret) = server.client(&[GrantType::ClientCredentials], true);
+    let secret = secret.unwrap();
+    let access = token(&server, &id, &secret).await;
+    let header = jsonwebtoken::decode_header(&access).unwrap();
+    assert_eq!(header.alg, Algorithm::RS256);
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    let set = jwks(&server).await;
+    let jwk = set.find(&kid(&access)).expect("published");
+    let key = DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[&server.config.issuer]);
+    validation.set_audience(&[&server.config.issuer]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(&access, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], id.as_str());
+
+    let response = server
+        .http
+        .post(server.url("/o/introspect/"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let info: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(info["active"], true);
 }

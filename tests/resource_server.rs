@@ -127,7 +127,7 @@ async fn the_example_api_accepts_phonekey_tokens() {
 
     // After a key rotation the API meets an unknown kid and fetches the JWKS again.
     let mut conn = phonekey::db::connect_once(&server.config.database).unwrap();
-    phonekey::oauth::keys::rotate(&mut conn, server.clock_now()).unwrap();
+    phonekey::oauth::keys::rotate(&mut conn, server.config.tokens.alg, server.clock_now()).unwrap();
     server.reload_keys();
     server
         .clock

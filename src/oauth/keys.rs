@@ -1,5 +1,6 @@
-//! Signing keys for access tokens (RFC 9068 JWTs, EdDSA over Ed25519): made
-//! at first start, kept in the database, published as a JWKS.
+//! Signing keys for access tokens (RFC 9068 JWTs; EdDSA over Ed25519, or
+//! RS256 with `PHONEKEY_TOKEN_ALG=RS256` for resource servers without EdDSA):
+//! made at first start, kept in the database, published as a JWKS.
 //!
 //! Rotation without a gap: `rotate` stores the new key with a start time
 //! `PUBLISH_AHEAD` seconds away and retires the old one at that moment.
@@ -10,10 +11,13 @@
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use ed25519_dalek::Signer;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use ed25519_dalek::Signer as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Serialize};
 
+use crate::config::TokenAlg;
 use crate::db::{self, keys::KeyRow, Conn, DbConn};
 use crate::error::{AppError, AppResult};
 use crate::secrets;
@@ -37,12 +41,23 @@ pub const PUBLISH_AHEAD: i64 = 60;
 /// How often every instance re-reads the keys.
 pub const KEY_RELOAD_SECONDS: u64 = 20;
 
+enum Signer {
+    /// Parsed once: jsonwebtoken's `encode` would re-derive it from PKCS#8 on
+    /// every token. `header_b64`: the JOSE header, the same for every token.
+    Ed {
+        key: ed25519_dalek::SigningKey,
+        header_b64: String,
+    },
+    Rsa {
+        key: EncodingKey,
+        header: Header,
+    },
+}
+
 struct SigningKey {
     kid: String,
-    /// Parsed once: jsonwebtoken's `encode` would re-derive it from PKCS#8 on every token.
-    key: ed25519_dalek::SigningKey,
-    /// base64url of the JOSE header, the same for every token of this key.
-    header_b64: String,
+    alg: TokenAlg,
+    signer: Signer,
     /// Signs from this time (a rotated-in key starts in the future) …
     from: i64,
     /// … until this one, if retired.
@@ -50,76 +65,122 @@ struct SigningKey {
 }
 
 pub struct KeyRing {
+    /// The algorithm new tokens are signed with.
+    alg: TokenAlg,
     signing: Vec<SigningKey>,
-    verifying: Vec<(String, DecodingKey)>,
+    verifying: Vec<(String, Algorithm, DecodingKey)>,
     jwks: String,
 }
 
 impl KeyRing {
     /// Loads the published keys, making the first one if there is none.
     /// `keep_after`: keys retired after this time are still published.
-    pub fn load_or_create(conn: &mut DbConn, now: i64, keep_after: i64) -> AppResult<KeyRing> {
+    pub fn load_or_create(
+        conn: &mut DbConn,
+        alg: TokenAlg,
+        now: i64,
+        keep_after: i64,
+    ) -> AppResult<KeyRing> {
         let mut rows = db::keys::published(conn, keep_after)?;
-        if !rows.iter().any(|k| k.retired_at.is_none()) {
-            db::keys::insert(conn, &generate(now)?)?;
+        if !rows
+            .iter()
+            .any(|k| k.retired_at.is_none() && k.alg == alg.name())
+        {
+            db::keys::insert(conn, &generate(alg, now)?)?;
             // If another instance raced us, both sign with the same key (see `current`).
             rows = db::keys::published(conn, keep_after)?;
         }
-        KeyRing::from_rows(&rows)
+        KeyRing::from_rows(&rows, alg)
     }
 
     /// The published keys as stored now (for the periodic reload).
-    pub fn load(conn: &mut DbConn, keep_after: i64) -> AppResult<KeyRing> {
-        KeyRing::from_rows(&db::keys::published(conn, keep_after)?)
+    pub fn load(conn: &mut DbConn, alg: TokenAlg, keep_after: i64) -> AppResult<KeyRing> {
+        KeyRing::from_rows(&db::keys::published(conn, keep_after)?, alg)
     }
 
-    fn from_rows(rows: &[KeyRow]) -> AppResult<KeyRing> {
+    fn from_rows(rows: &[KeyRow], alg: TokenAlg) -> AppResult<KeyRing> {
         let corrupt = |kid: &str, e: &dyn std::fmt::Display| {
             AppError::Internal(format!("stored key {kid} is corrupt: {e}"))
         };
         let mut signing = Vec::new();
         let mut verifying = Vec::new();
         let mut jwks = Vec::new();
-        for row in rows.iter().filter(|k| k.alg == "EdDSA") {
-            let key = DecodingKey::from_ed_components(&row.public_key)
-                .map_err(|e| corrupt(&row.kid, &e))?;
-            verifying.push((row.kid.clone(), key));
-            jwks.push(serde_json::json!({
-                "kty": "OKP", "crv": "Ed25519", "x": row.public_key,
-                "kid": row.kid, "use": "sig", "alg": "EdDSA",
-            }));
+        for row in rows {
             let der = STANDARD
                 .decode(&row.private_key)
                 .map_err(|e| corrupt(&row.kid, &e))?;
-            let key = ed25519_dalek::SigningKey::from_pkcs8_der(&der)
-                .map_err(|e| corrupt(&row.kid, &e))?;
-            let header = serde_json::json!({ "typ": "at+jwt", "alg": "EdDSA", "kid": row.kid });
+            let (key_alg, algorithm, decoding, jwk, signer) = match row.alg.as_str() {
+                "EdDSA" => {
+                    let key = ed25519_dalek::SigningKey::from_pkcs8_der(&der)
+                        .map_err(|e| corrupt(&row.kid, &e))?;
+                    let header =
+                        serde_json::json!({ "typ": "at+jwt", "alg": "EdDSA", "kid": row.kid });
+                    (
+                        TokenAlg::EdDsa,
+                        Algorithm::EdDSA,
+                        DecodingKey::from_ed_components(&row.public_key)
+                            .map_err(|e| corrupt(&row.kid, &e))?,
+                        serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": row.public_key }),
+                        Signer::Ed {
+                            key,
+                            header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
+                        },
+                    )
+                }
+                "RS256" => {
+                    let parts: RsaPublic =
+                        serde_json::from_str(&row.public_key).map_err(|e| corrupt(&row.kid, &e))?;
+                    let mut header = Header::new(Algorithm::RS256);
+                    header.typ = Some("at+jwt".into());
+                    header.kid = Some(row.kid.clone());
+                    (
+                        TokenAlg::Rs256,
+                        Algorithm::RS256,
+                        DecodingKey::from_rsa_components(&parts.n, &parts.e)
+                            .map_err(|e| corrupt(&row.kid, &e))?,
+                        serde_json::json!({ "kty": "RSA", "n": parts.n, "e": parts.e }),
+                        Signer::Rsa {
+                            key: EncodingKey::from_rsa_der(&der),
+                            header,
+                        },
+                    )
+                }
+                // A key of an algorithm this build does not know: not ours to use.
+                _ => continue,
+            };
+            let mut jwk = jwk;
+            jwk["kid"] = serde_json::json!(row.kid);
+            jwk["use"] = serde_json::json!("sig");
+            jwk["alg"] = serde_json::json!(row.alg);
+            jwks.push(jwk);
+            verifying.push((row.kid.clone(), algorithm, decoding));
             signing.push(SigningKey {
                 kid: row.kid.clone(),
-                key,
-                header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
+                alg: key_alg,
+                signer,
                 from: row.created_at,
                 until: row.retired_at,
             });
         }
-        if signing.is_empty() {
-            return Err(AppError::Internal("no signing key".into()));
+        if !signing.iter().any(|k| k.alg == alg) {
+            return Err(AppError::Internal(format!("no {} signing key", alg.name())));
         }
         Ok(KeyRing {
+            alg,
             signing,
             verifying,
             jwks: serde_json::json!({ "keys": jwks }).to_string(),
         })
     }
 
-    /// The key that signs at `now`: the newest that has started and is not
+    /// The key of the configured algorithm that signs at `now`: the newest that has started and is not
     /// retired (ties broken by kid, so racing instances agree). If the clock
     /// stepped back before every start, the earliest unretired key.
     fn current(&self, now: i64) -> Option<&SigningKey> {
         let live = || {
             self.signing
                 .iter()
-                .filter(move |k| k.until.is_none_or(|u| u > now))
+                .filter(move |k| k.alg == self.alg && k.until.is_none_or(|u| u > now))
         };
         live()
             .filter(|k| k.from <= now)
@@ -138,13 +199,20 @@ impl KeyRing {
         let signer = self
             .current(claims.iat)
             .ok_or_else(|| AppError::Internal("no signing key is current".into()))?;
+        let (key, header_b64) = match &signer.signer {
+            Signer::Ed { key, header_b64 } => (key, header_b64),
+            Signer::Rsa { key, header } => {
+                return jsonwebtoken::encode(header, claims, key)
+                    .map_err(|e| AppError::Internal(format!("signing failed: {e}")))
+            }
+        };
         let payload =
             serde_json::to_vec(claims).map_err(|e| AppError::Internal(format!("claims: {e}")))?;
-        let mut jws = String::with_capacity(signer.header_b64.len() + payload.len() * 4 / 3 + 100);
-        jws.push_str(&signer.header_b64);
+        let mut jws = String::with_capacity(header_b64.len() + payload.len() * 4 / 3 + 100);
+        jws.push_str(header_b64);
         jws.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut jws);
-        let signature = signer.key.sign(jws.as_bytes());
+        let signature = key.sign(jws.as_bytes());
         jws.push('.');
         URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut jws);
         Ok(jws)
@@ -154,8 +222,8 @@ impl KeyRing {
     pub fn verify(&self, token: &str, issuer: &str, audience: &str) -> Option<AccessClaims> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         let kid = header.kid?;
-        let (_, key) = self.verifying.iter().find(|(k, _)| *k == kid)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
+        let (_, algorithm, key) = self.verifying.iter().find(|(k, _, _)| *k == kid)?;
+        let mut validation = Validation::new(*algorithm);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.leeway = 0;
@@ -174,8 +242,8 @@ impl KeyRing {
         }
         let header = jsonwebtoken::decode_header(token).ok()?;
         let kid = header.kid?;
-        let (_, key) = self.verifying.iter().find(|(k, _)| *k == kid)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
+        let (_, algorithm, key) = self.verifying.iter().find(|(k, _, _)| *k == kid)?;
+        let mut validation = Validation::new(*algorithm);
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
@@ -191,9 +259,9 @@ impl KeyRing {
 
 /// `phonekey keys rotate`: a new key that starts signing `PUBLISH_AHEAD`
 /// seconds from `now`, when the current keys retire. Returns the new kid.
-pub fn rotate(conn: &mut Conn, now: i64) -> AppResult<String> {
+pub fn rotate(conn: &mut Conn, alg: TokenAlg, now: i64) -> AppResult<String> {
     let switch = now + PUBLISH_AHEAD;
-    let row = generate(switch)?;
+    let row = generate(alg, switch)?;
     let kid = row.kid.clone();
     conn.write_tx(|c| {
         db::keys::retire_current(c, switch)?;
@@ -202,27 +270,49 @@ pub fn rotate(conn: &mut Conn, now: i64) -> AppResult<String> {
     Ok(kid)
 }
 
-fn generate(now: i64) -> AppResult<KeyRow> {
-    let seed: [u8; 32] = secrets::random_bytes(32)
-        .try_into()
-        .map_err(|_| AppError::Internal("short random read".into()))?;
-    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let der = signing
-        .to_pkcs8_der()
-        .map_err(|e| AppError::Internal(format!("key encoding failed: {e}")))?;
-    let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes());
+#[derive(Serialize, Deserialize)]
+struct RsaPublic {
+    n: String,
+    e: String,
+}
+
+fn generate(alg: TokenAlg, now: i64) -> AppResult<KeyRow> {
+    let failed =
+        |e: &dyn std::fmt::Display| AppError::Internal(format!("key generation failed: {e}"));
+    let (private_der, public_key, canonical) = match alg {
+        TokenAlg::EdDsa => {
+            let seed: [u8; 32] = secrets::random_bytes(32)
+                .try_into()
+                .map_err(|_| AppError::Internal("short random read".into()))?;
+            let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+            let der = signing.to_pkcs8_der().map_err(|e| failed(&e))?;
+            let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes());
+            let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+            (der.as_bytes().to_vec(), x, canonical)
+        }
+        TokenAlg::Rs256 => {
+            let key =
+                rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| failed(&e))?;
+            // jsonwebtoken signs RS256 from PKCS#1 DER.
+            let der = key.to_pkcs1_der().map_err(|e| failed(&e))?;
+            let n = URL_SAFE_NO_PAD.encode(key.n().to_bytes_be());
+            let e = URL_SAFE_NO_PAD.encode(key.e().to_bytes_be());
+            let canonical = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
+            let public = serde_json::to_string(&RsaPublic { n, e }).map_err(|e| failed(&e))?;
+            (der.as_bytes().to_vec(), public, canonical)
+        }
+    };
     Ok(KeyRow {
-        kid: thumbprint(&x),
-        alg: "EdDSA".into(),
-        private_key: STANDARD.encode(der.as_bytes()),
-        public_key: x,
+        kid: thumbprint(&canonical),
+        alg: alg.name().into(),
+        private_key: STANDARD.encode(private_der),
+        public_key,
         created_at: now,
         retired_at: None,
     })
 }
 
-/// RFC 7638 JWK thumbprint: members in lexicographic order, no spaces.
-fn thumbprint(x: &str) -> String {
-    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+/// RFC 7638 JWK thumbprint of the required members, given in lexicographic order without spaces.
+fn thumbprint(canonical: &str) -> String {
     URL_SAFE_NO_PAD.encode(secrets::sha256(canonical.as_bytes()))
 }
