@@ -17,25 +17,26 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that tests move by hand; it starts at the real time.
+/// A clock that tests move by hand: it starts at the real time and stands
+/// still until moved, so that a second ticking by cannot change an answer.
 pub struct ManualClock {
-    offset: AtomicI64,
+    now: AtomicI64,
 }
 
 impl ManualClock {
     pub fn new() -> Arc<ManualClock> {
         Arc::new(ManualClock {
-            offset: AtomicI64::new(0),
+            now: AtomicI64::new(chrono::Utc::now().timestamp()),
         })
     }
 
     pub fn advance(&self, seconds: i64) {
-        self.offset.fetch_add(seconds, Ordering::SeqCst);
+        self.now.fetch_add(seconds, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> i64 {
-        chrono::Utc::now().timestamp() + self.offset.load(Ordering::SeqCst)
+        self.now.load(Ordering::SeqCst)
     }
 }

@@ -45,12 +45,12 @@ enum Signer {
     /// Parsed once: jsonwebtoken's `encode` would re-derive it from PKCS#8 on
     /// every token. `header_b64`: the JOSE header, the same for every token.
     Ed {
-        key: ed25519_dalek::SigningKey,
+        key: Box<ed25519_dalek::SigningKey>,
         header_b64: String,
     },
     Rsa {
         key: EncodingKey,
-        header: Header,
+        header: Box<Header>,
     },
 }
 
@@ -122,7 +122,7 @@ impl KeyRing {
                             .map_err(|e| corrupt(&row.kid, &e))?,
                         serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": row.public_key }),
                         Signer::Ed {
-                            key,
+                            key: Box::new(key),
                             header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
                         },
                     )
@@ -141,7 +141,7 @@ impl KeyRing {
                         serde_json::json!({ "kty": "RSA", "n": parts.n, "e": parts.e }),
                         Signer::Rsa {
                             key: EncodingKey::from_rsa_der(&der),
-                            header,
+                            header: Box::new(header),
                         },
                     )
                 }
