@@ -31,6 +31,10 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("PHONEKEY_SMS_WEBHOOK_URL", None),
     ("PHONEKEY_SMS_TIMEOUT", Some("10")),
     ("PHONEKEY_SMS_TEMPLATE", None),
+    ("PHONEKEY_TWILIO_ACCOUNT_SID", None),
+    ("PHONEKEY_TWILIO_AUTH_TOKEN", None),
+    ("PHONEKEY_TWILIO_FROM", None),
+    ("PHONEKEY_TWILIO_API_BASE", Some("https://api.twilio.com")),
     ("PHONEKEY_OTP_AUTO_CREATE_USERS", Some("false")),
     ("PHONEKEY_ACCESS_TOKEN_TTL", Some("3600")),
     ("PHONEKEY_REFRESH_TOKEN_TTL", Some("1209600")),
@@ -58,12 +62,33 @@ pub const DEFAULT_SMS_TEMPLATE: &str =
 pub enum SmsProviderKind {
     Console,
     Webhook,
+    Twilio,
+}
+
+#[derive(Clone)]
+pub struct TwilioConfig {
+    pub account_sid: String,
+    pub auth_token: String,
+    /// A phone number in E.164 or a Messaging Service SID (MG…).
+    pub from: String,
+    pub api_base: String,
+}
+
+impl std::fmt::Debug for TwilioConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioConfig")
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &"***")
+            .field("from", &self.from)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct SmsConfig {
     pub provider: SmsProviderKind,
     pub webhook_url: Option<url::Url>,
+    pub twilio: Option<TwilioConfig>,
     pub timeout: Duration,
     pub template: String,
 }
@@ -220,10 +245,11 @@ impl Config {
         let provider = match req("PHONEKEY_SMS_PROVIDER")? {
             "console" => SmsProviderKind::Console,
             "webhook" => SmsProviderKind::Webhook,
+            "twilio" => SmsProviderKind::Twilio,
             other => {
                 return Err(invalid(
                     "PHONEKEY_SMS_PROVIDER",
-                    &format!("unknown provider {other:?}; use console or webhook"),
+                    &format!("unknown provider {other:?}; use console, webhook or twilio"),
                 ))
             }
         };
@@ -244,6 +270,25 @@ impl Config {
                 "is required when PHONEKEY_SMS_PROVIDER=webhook",
             ));
         }
+        let twilio = if provider == SmsProviderKind::Twilio {
+            let need = |key: &str| {
+                get(key)
+                    .map(str::to_string)
+                    .ok_or_else(|| invalid(key, "is required when PHONEKEY_SMS_PROVIDER=twilio"))
+            };
+            let api_base = need("PHONEKEY_TWILIO_API_BASE")?;
+            if url::Url::parse(&api_base).is_err() {
+                return Err(invalid("PHONEKEY_TWILIO_API_BASE", "not a URL"));
+            }
+            Some(TwilioConfig {
+                account_sid: need("PHONEKEY_TWILIO_ACCOUNT_SID")?,
+                auth_token: need("PHONEKEY_TWILIO_AUTH_TOKEN")?,
+                from: need("PHONEKEY_TWILIO_FROM")?,
+                api_base,
+            })
+        } else {
+            None
+        };
         let template = get("PHONEKEY_SMS_TEMPLATE")
             .map(|t| t.replace("\\n", "\n"))
             .unwrap_or_else(|| DEFAULT_SMS_TEMPLATE.to_string());
@@ -253,6 +298,7 @@ impl Config {
         let sms = SmsConfig {
             provider,
             webhook_url,
+            twilio,
             timeout: Duration::from_secs(number(&values, "PHONEKEY_SMS_TIMEOUT", 1, 120)? as u64),
             template,
         };

@@ -1,8 +1,9 @@
 //! SMS delivery behind one trait: `console` for development, `webhook` to hand
-//! the message to any HTTP service. The code is in the message, so no
+//! the message to any HTTP service, `twilio` for Twilio's Messages API. The code is in the message, so no
 //! provider logs the message or the code.
 
 mod console;
+mod twilio;
 mod webhook;
 
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use crate::config::{Config, SmsProviderKind};
 
 pub use console::ConsoleProvider;
+pub use twilio::TwilioProvider;
 pub use webhook::WebhookProvider;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -52,6 +54,20 @@ pub fn from_config(config: &Config) -> Result<Arc<dyn SmsProvider>, String> {
                 .clone()
                 .ok_or("PHONEKEY_SMS_WEBHOOK_URL is required")?;
             Ok(Arc::new(WebhookProvider::new(url, config.sms.timeout)?))
+        }
+        SmsProviderKind::Twilio => {
+            let t = config
+                .sms
+                .twilio
+                .as_ref()
+                .ok_or("the PHONEKEY_TWILIO_* settings are required")?;
+            Ok(Arc::new(TwilioProvider::new(
+                &t.api_base,
+                &t.account_sid,
+                &t.auth_token,
+                &t.from,
+                config.sms.timeout,
+            )?))
         }
     }
 }
