@@ -30,10 +30,7 @@ async fn bad_phones_get_invalid_phone() {
             &json!({"phone": "nope", "code": "123456"}),
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_phone"))
-    );
+    expect_error(status, &body, 400, "invalid_phone");
     assert!(server.sms.messages().is_empty());
 }
 
@@ -139,10 +136,7 @@ async fn a_code_verifies_once() {
             &new_ip(),
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_code"))
-    );
+    expect_error(status, &body, 400, "invalid_code");
 }
 
 #[tokio::test]
@@ -180,10 +174,7 @@ async fn resend_cooldown_with_retry_after() {
     let (status, body, headers) = server
         .post_form("/otp/getcode/", &[("phone", &phone)], &new_ip())
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (429, Some("rate_limited"))
-    );
+    expect_error(status, &body, 429, "rate_limited");
     assert_eq!(headers["retry-after"], "20");
     server.clock.advance(20);
     let (status, _, _) = server
@@ -230,10 +221,7 @@ async fn codes_per_ip_per_hour_and_untrusted_forwarded_for() {
     let (status, body, headers) = server
         .post_form("/otp/getcode/", &[("phone", &new_phone())], &ip)
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (429, Some("rate_limited"))
-    );
+    expect_error(status, &body, 429, "rate_limited");
     assert!(headers.contains_key("retry-after"));
     // A refused request spent nothing: another IP still gets a code for a new phone.
     let (status, _, _) = server
@@ -382,7 +370,7 @@ async fn malformed_and_oversized_bodies() {
             .unwrap(),
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    expect_error(status, &body, 404, "not_found");
     let (status, body, _) = split(
         server
             .http
@@ -392,8 +380,5 @@ async fn malformed_and_oversized_bodies() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (405, Some("invalid_request"))
-    );
+    expect_error(status, &body, 405, "invalid_request");
 }

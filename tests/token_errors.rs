@@ -31,10 +31,7 @@ async fn client_authentication_failures() {
 
     // Wrong secret by Basic: 401 with WWW-Authenticate.
     let (status, body, headers) = server.token_basic(&id, "wrong", &form).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("invalid_client"))
-    );
+    expect_error(status, &body, 401, "invalid_client");
     assert!(headers["www-authenticate"]
         .to_str()
         .unwrap()
@@ -48,10 +45,7 @@ async fn client_authentication_failures() {
         format!("grant_type=otp&phone=%2B14155550123&code=1&client_id={id}&client_secret=wrong");
     let (status, json, headers) =
         raw(&server, &body, None, "application/x-www-form-urlencoded").await;
-    assert_eq!(
-        (status, json["error"].as_str()),
-        (401, Some("invalid_client"))
-    );
+    expect_error(status, &json, 401, "invalid_client");
     assert!(!headers.contains_key("www-authenticate"));
     // No credentials at all.
     let (status, json, _) = raw(
@@ -61,10 +55,7 @@ async fn client_authentication_failures() {
         "application/x-www-form-urlencoded",
     )
     .await;
-    assert_eq!(
-        (status, json["error"].as_str()),
-        (401, Some("invalid_client"))
-    );
+    expect_error(status, &json, 401, "invalid_client");
     // A confidential client without its secret.
     let (status, _, _) = raw(
         &server,
@@ -82,10 +73,7 @@ async fn client_authentication_failures() {
         "application/x-www-form-urlencoded",
     )
     .await;
-    assert_eq!(
-        (status, json["error"].as_str()),
-        (401, Some("invalid_client"))
-    );
+    expect_error(status, &json, 401, "invalid_client");
     // Two methods at once.
     let (status, json, _) = server
         .token_basic(
@@ -94,10 +82,7 @@ async fn client_authentication_failures() {
             &[("grant_type", "otp"), ("client_secret", &secret)],
         )
         .await;
-    assert_eq!(
-        (status, json["error"].as_str()),
-        (400, Some("invalid_request"))
-    );
+    expect_error(status, &json, 400, "invalid_request");
 }
 
 #[tokio::test]
@@ -106,17 +91,11 @@ async fn grant_type_checks() {
     let (id, secret) = server.client(&[GrantType::Otp], true);
     let secret = secret.unwrap();
     let (status, body, _) = server.token_basic(&id, &secret, &[("phone", PHONE)]).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_request"))
-    );
+    expect_error(status, &body, 400, "invalid_request");
     let (status, body, _) = server
         .token_basic(&id, &secret, &[("grant_type", "implicit")])
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("unsupported_grant_type"))
-    );
+    expect_error(status, &body, 400, "unsupported_grant_type");
     let (status, body, _) = server
         .token_basic(
             &id,
@@ -142,10 +121,7 @@ async fn otp_grant_needs_a_proof() {
     let (status, body, _) = server
         .token_basic(&id, &secret, &[("grant_type", "otp"), ("phone", &phone)])
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_request"))
-    );
+    expect_error(status, &body, 400, "invalid_request");
     assert!(body["error_description"]
         .as_str()
         .unwrap()
@@ -153,10 +129,7 @@ async fn otp_grant_needs_a_proof() {
     let (status, body, _) = server
         .token_basic(&id, &secret, &[("grant_type", "otp"), ("code", "123456")])
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_request"))
-    );
+    expect_error(status, &body, 400, "invalid_request");
     let (status, body, _) = server
         .token_basic(
             &id,
@@ -169,10 +142,7 @@ async fn otp_grant_needs_a_proof() {
             ],
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_request"))
-    );
+    expect_error(status, &body, 400, "invalid_request");
     let (status, body, _) = server
         .token_basic(
             &id,
@@ -180,10 +150,7 @@ async fn otp_grant_needs_a_proof() {
             &[("grant_type", "otp"), ("phone", "garbage"), ("code", "1")],
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_request"))
-    );
+    expect_error(status, &body, 400, "invalid_request");
     // Wrong proofs are invalid_grant.
     for (key, value) in [
         ("code", "000000"),
@@ -216,10 +183,7 @@ async fn otp_grant_needs_a_proof() {
             ],
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant"))
-    );
+    expect_error(status, &body, 400, "invalid_grant");
 }
 
 #[tokio::test]
@@ -328,10 +292,7 @@ async fn malformed_requests_are_invalid_request_never_500() {
         "application/x-www-form-urlencoded",
     )
     .await;
-    assert_eq!(
-        (status, json["error"].as_str()),
-        (413, Some("invalid_request"))
-    );
+    expect_error(status, &json, 413, "invalid_request");
     // Two Authorization headers.
     let response = server
         .http
@@ -343,10 +304,7 @@ async fn malformed_requests_are_invalid_request_never_500() {
         .await
         .unwrap();
     let (status, json, _) = split(response).await;
-    assert_eq!(
-        (status, json["error"].as_str()),
-        (400, Some("invalid_request"))
-    );
+    expect_error(status, &json, 400, "invalid_request");
 }
 
 #[tokio::test]
@@ -366,10 +324,7 @@ async fn refresh_token_errors() {
             &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant"))
-    );
+    expect_error(status, &body, 400, "invalid_grant");
     // A wider scope than granted.
     let (status, body, _) = server
         .token_basic(
@@ -382,10 +337,7 @@ async fn refresh_token_errors() {
             ],
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_scope"))
-    );
+    expect_error(status, &body, 400, "invalid_scope");
     // Expired (14 days by default).
     server.clock.advance(1_209_601);
     let (status, body, _) = server
@@ -395,8 +347,5 @@ async fn refresh_token_errors() {
             &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant"))
-    );
+    expect_error(status, &body, 400, "invalid_grant");
 }

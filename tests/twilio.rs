@@ -105,10 +105,7 @@ async fn codes_go_out_through_twilio() {
     let (status, body, _) = refused
         .post_form("/otp/getcode/", &[("phone", &new_phone())], &new_ip())
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (503, Some("sms_unavailable"))
-    );
+    expect_error(status, &body, 503, "sms_unavailable");
 }
 
 #[test]

@@ -37,10 +37,7 @@ async fn a_ticket_creates_one_user_and_then_still_buys_tokens_once() {
             &json!({ "auto_username": true, "secret_identifier": ticket }),
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_secret_identifier"))
-    );
+    expect_error(status, &body, 400, "invalid_secret_identifier");
     let form = [
         ("grant_type", "otp"),
         ("phone", phone.as_str()),
@@ -67,10 +64,7 @@ async fn expired_ticket() {
             &json!({ "auto_username": true, "secret_identifier": ticket }),
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_secret_identifier"))
-    );
+    expect_error(status, &body, 400, "invalid_secret_identifier");
 }
 
 #[tokio::test]
@@ -84,10 +78,7 @@ async fn phone_mismatch_and_field_errors_keep_the_ticket() {
             &json!({ "auto_username": true, "secret_identifier": ticket, "account": { "phone": new_phone() } }),
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_request"))
-    );
+    expect_error(status, &body, 400, "invalid_request");
     assert!(body["fields"]["account"]["phone"].is_string(), "{body}");
 
     let (status, body, _) = server
@@ -112,10 +103,7 @@ async fn phone_mismatch_and_field_errors_keep_the_ticket() {
             &json!({ "secret_identifier": ticket, "account": { "phone": "garbage" } }),
         )
         .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_phone"))
-    );
+    expect_error(status, &body, 400, "invalid_phone");
 
     // None of that spent the ticket.
     let (status, user, _) = server
@@ -143,7 +131,7 @@ async fn duplicates_are_409_and_leave_nothing_behind() {
             &json!({ "auto_username": true, "secret_identifier": ticket }),
         )
         .await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("conflict")));
+    expect_error(status, &body, 409, "conflict");
     assert!(body["fields"]["phone"].is_string(), "{body}");
 
     // Same username, other phone; then the same email.
@@ -155,7 +143,7 @@ async fn duplicates_are_409_and_leave_nothing_behind() {
             &json!({ "username": username, "secret_identifier": ticket }),
         )
         .await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("conflict")));
+    expect_error(status, &body, 409, "conflict");
     assert!(body["fields"]["username"].is_string(), "{body}");
     let (status, _, _) = server
         .put_json("/api/v1/user/", &json!({ "username": "first.owner", "email": "a@example.com", "secret_identifier": ticket }))
@@ -167,7 +155,7 @@ async fn duplicates_are_409_and_leave_nothing_behind() {
     let (status, body, _) = server
         .put_json("/api/v1/user/", &json!({ "auto_username": true, "email": "A@example.com", "secret_identifier": ticket }))
         .await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("conflict")));
+    expect_error(status, &body, 409, "conflict");
     assert!(body["fields"]["email"].is_string(), "{body}");
     // No half-written user: the phone has no user, so verifycode says so.
     server.clock.advance(31);

@@ -188,10 +188,6 @@ impl KeyRing {
             .or_else(|| live().min_by(|a, b| a.from.cmp(&b.from).then_with(|| a.kid.cmp(&b.kid))))
     }
 
-    pub fn current_kid(&self, now: i64) -> Option<&str> {
-        self.current(now).map(|k| k.kid.as_str())
-    }
-
     /// A JWS in compact serialization (RFC 7515 §7.1): header.payload.signature,
     /// each base64url; the signature is ed25519-dalek's over the first two.
     /// The key is the one current at the token's `iat`.

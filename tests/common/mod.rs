@@ -436,6 +436,16 @@ impl TestServer {
     }
 }
 
+/// Asserts a JSON error answer: its status and its `error` code.
+#[track_caller]
+pub fn expect_error(status: u16, body: &Value, want_status: u16, want_error: &str) {
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (want_status, Some(want_error)),
+        "{body}"
+    );
+}
+
 pub async fn split(response: reqwest::Response) -> (u16, Value, reqwest::header::HeaderMap) {
     let status = response.status().as_u16();
     let headers = response.headers().clone();

@@ -237,9 +237,8 @@ async fn start_server(binary: &Path, database_url: &str, sink_url: &str) -> Resu
 #[derive(serde::Serialize)]
 struct ScenarioResult {
     name: &'static str,
-    median: Option<Measured>,
+    median: Measured,
     runs: Vec<Measured>,
-    note: Option<String>,
     first_error: Option<String>,
 }
 
@@ -329,9 +328,8 @@ fn ok_if(result: Result<Value, String>) -> Outcome {
 fn finish(name: &'static str, runs: Vec<Measured>, first_error: Option<String>) -> ScenarioResult {
     ScenarioResult {
         name,
-        median: Some(load::median(runs.clone())),
+        median: load::median(runs.clone()),
         runs,
-        note: None,
         first_error,
     }
 }
@@ -616,8 +614,7 @@ fn print_table(backend: &str, args: &Args, results: &[ScenarioResult], rss: Opti
     let ceiling = results
         .iter()
         .find(|r| r.name == "healthz")
-        .and_then(|r| r.median.as_ref())
-        .map(|m| m.rate);
+        .map(|r| r.median.rate);
     println!(
         "\n{backend}: {} connections, {} run(s) x {:.1} s after {:.1} s warm-up, median run",
         args.connections, args.runs, args.duration, args.warmup
@@ -627,29 +624,20 @@ fn print_table(backend: &str, args: &Args, results: &[ScenarioResult], rss: Opti
         "scenario", "per second", "p50 ms", "p99 ms", "errors", "/ healthz"
     );
     for r in results {
-        match &r.median {
-            Some(m) => {
-                let ratio = match (ceiling, r.name) {
-                    (_, "jwt_verify") | (None, _) => "-".to_string(),
-                    (Some(c), _) => format!("{:.2}", m.rate / c),
-                };
-                let (p50, p99) = if r.name == "jwt_verify" {
-                    ("-".to_string(), "-".to_string())
-                } else {
-                    (format!("{:.2}", m.p50_ms), format!("{:.2}", m.p99_ms))
-                };
-                println!(
-                    "{:<20} {:>12.0} {:>9} {:>9} {:>8} {:>10}",
-                    r.name, m.rate, p50, p99, m.errors, ratio
-                );
-            }
-            None => println!(
-                "{:<20} {:>12}   {}",
-                r.name,
-                "n/a",
-                r.note.as_deref().unwrap_or("")
-            ),
-        }
+        let m = &r.median;
+        let ratio = match (ceiling, r.name) {
+            (_, "jwt_verify") | (None, _) => "-".to_string(),
+            (Some(c), _) => format!("{:.2}", m.rate / c),
+        };
+        let (p50, p99) = if r.name == "jwt_verify" {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (format!("{:.2}", m.p50_ms), format!("{:.2}", m.p99_ms))
+        };
+        println!(
+            "{:<20} {:>12.0} {:>9} {:>9} {:>8} {:>10}",
+            r.name, m.rate, p50, p99, m.errors, ratio
+        );
         if let Some(e) = &r.first_error {
             println!("    first error: {e}");
         }
@@ -747,18 +735,13 @@ async fn run(args: Args) -> Result<bool, String> {
         let rss = server.peak_rss_mib();
         print_table(backend, &args, &results, rss);
         for r in &results {
-            let ran = r
-                .median
-                .as_ref()
-                .map(|m| m.requests > 0)
-                .unwrap_or(r.note.is_some());
+            let ran = r.median.requests > 0;
             let errors = r.runs.iter().map(|m| m.errors).sum::<u64>();
             if !ran || errors > 0 {
                 clean = false;
                 eprintln!(
                     "phonekey-bench: {backend}/{}: {} requests, {errors} errors",
-                    r.name,
-                    r.median.as_ref().map_or(0, |m| m.requests)
+                    r.name, r.median.requests
                 );
             }
         }
