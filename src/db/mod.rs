@@ -13,9 +13,12 @@ pub mod settings;
 pub mod tickets;
 pub mod tokens;
 pub mod users;
+mod writer;
+
+pub use writer::GroupWriter;
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
@@ -39,26 +42,24 @@ pub struct Conn {
     inner: DbConn,
     last_ok: Instant,
     broken: bool,
-    /// SQLite allows one writer at a time. Writers of this process queue on
-    /// this lock, which wakes them at once, instead of on SQLite's busy
-    /// handler, which sleeps in milliseconds. `None` on MySQL.
-    writer: Option<Arc<Mutex<()>>>,
+    /// SQLite allows one writer at a time: this process's writes go through
+    /// one shared connection that commits them in groups. `None` on MySQL.
+    writer: Option<Arc<GroupWriter>>,
 }
 
 impl Conn {
     /// Every write goes through here: a transaction (an `Err` from `f` rolls
-    /// it back) that on SQLite first takes the process's writer lock.
+    /// back what `f` did) that has committed when this returns. On SQLite it
+    /// runs on the shared writer connection, not on this one.
     pub fn write_tx<T, E, F>(&mut self, f: F) -> Result<T, E>
     where
         E: From<DbError>,
         F: FnOnce(&mut DbConn) -> Result<T, E>,
     {
-        let writer = self.writer.clone();
-        // A panic elsewhere cannot leave the database inconsistent, so a poisoned lock is still usable.
-        let _turn = writer
-            .as_ref()
-            .map(|w| w.lock().unwrap_or_else(|p| p.into_inner()));
-        self.inner.write_tx(f)
+        match &self.writer {
+            Some(writer) => writer.run(f),
+            None => self.inner.write_tx(f),
+        }
     }
 
     /// Records how the last use went: a lost connection is dropped from the
@@ -97,7 +98,7 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 
 /// Storage errors, as the layers above need to tell them apart.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DbError {
     /// The database cannot be reached (pool timeout, lost connection).
     #[error("database unavailable: {0}")]
@@ -224,7 +225,7 @@ impl DbUrl {
 #[derive(Debug)]
 pub struct Manager {
     url: DbUrl,
-    writer: Option<Arc<Mutex<()>>>,
+    writer: Option<Arc<GroupWriter>>,
 }
 
 impl ManageConnection for Manager {
@@ -263,26 +264,23 @@ impl ManageConnection for Manager {
 
 impl Manager {
     fn new(url: &DbUrl) -> Manager {
+        let writer = (url.backend == Backend::Sqlite).then(|| {
+            let path = url.target.clone();
+            Arc::new(GroupWriter::new(move || {
+                open_sqlite(&path)
+                    .map(DbConn::Sqlite)
+                    .map_err(|e| DbError::Unavailable(e.to_string()))
+            }))
+        });
         Manager {
             url: url.clone(),
-            writer: (url.backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            writer,
         }
     }
 
     fn open(&self) -> Result<DbConn, r2d2::Error> {
         match self.url.backend {
-            Backend::Sqlite => {
-                let mut conn = SqliteConnection::establish(&self.url.target)
-                    .map_err(r2d2::Error::ConnectionError)?;
-                // WAL lets readers run beside the one writer; NORMAL is durable
-                // across process crashes, which is what WAL needs.
-                conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                )
-                .map_err(r2d2::Error::QueryError)?;
-                Ok(DbConn::Sqlite(conn))
-            }
+            Backend::Sqlite => open_sqlite(&self.url.target).map(DbConn::Sqlite),
             #[cfg(feature = "mysql")]
             Backend::Mysql => {
                 let mut conn = MysqlConnection::establish(&self.url.target)
@@ -298,6 +296,18 @@ impl Manager {
             )),
         }
     }
+}
+
+fn open_sqlite(path: &str) -> Result<SqliteConnection, r2d2::Error> {
+    let mut conn = SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
+    // WAL lets readers run beside the one writer; NORMAL is durable across
+    // process crashes, which is what WAL needs.
+    conn.batch_execute(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(r2d2::Error::QueryError)?;
+    Ok(conn)
 }
 
 impl DbConn {

@@ -1,0 +1,338 @@
+//! Group commit for SQLite. SQLite has one writer at a time, and each commit
+//! writes the WAL frames of every page it touched. Writers of this process
+//! therefore share one connection and one open transaction: each write runs in
+//! its own savepoint, and whoever finds nobody queued behind it commits the
+//! batch. Every writer answers only after the COMMIT that holds its changes,
+//! so a request never reports a write that a failed commit threw away.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+
+use super::{DbConn, DbError};
+
+/// A batch is committed after this many writes even if more are queued, so
+/// the first writer of a busy batch waits a bounded time.
+const MAX_BATCH: usize = 64;
+/// Commit failures remembered for writers that wake late.
+const KEEP_FAILURES: usize = 64;
+/// Commits between checkpoints under load, and the longest pause between
+/// checkpoints while anything is being written.
+const CHECKPOINT_EVERY: u64 = 200;
+const CHECKPOINT_PAUSE: Duration = Duration::from_millis(500);
+
+type Opener = dyn Fn() -> Result<DbConn, DbError> + Send + Sync;
+
+pub struct GroupWriter {
+    open: Arc<Opener>,
+    /// Wakes the checkpointer thread; dropping it ends that thread.
+    checkpoint: SyncSender<()>,
+    state: Mutex<State>,
+    committed: Condvar,
+    /// Writers waiting for `state`: while there are any, the batch stays open.
+    queued: AtomicUsize,
+}
+
+struct State {
+    conn: Option<DbConn>,
+    in_tx: bool,
+    batch_len: usize,
+    /// Incremented by every commit (or failed commit) of a batch.
+    epoch: u64,
+    since_checkpoint: u64,
+    failures: VecDeque<(u64, DbError)>,
+}
+
+impl std::fmt::Debug for GroupWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupWriter").finish_non_exhaustive()
+    }
+}
+
+impl GroupWriter {
+    pub fn new(open: impl Fn() -> Result<DbConn, DbError> + Send + Sync + 'static) -> GroupWriter {
+        let open: Arc<Opener> = Arc::new(open);
+        GroupWriter {
+            checkpoint: spawn_checkpointer(open.clone()),
+            open,
+            state: Mutex::new(State {
+                conn: None,
+                in_tx: false,
+                batch_len: 0,
+                epoch: 0,
+                since_checkpoint: 0,
+                failures: VecDeque::new(),
+            }),
+            committed: Condvar::new(),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every path below leaves `State` consistent before it can panic.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in a savepoint of the shared transaction and returns its
+    /// result once that transaction has committed. An `Err` from `f` (or a
+    /// panic) undoes only `f`'s own changes.
+    pub fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        E: From<DbError>,
+        F: FnOnce(&mut DbConn) -> Result<T, E>,
+    {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let mut state = self.lock();
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+
+        if let Err(e) = state.begin(&*self.open) {
+            return Err(e.into());
+        }
+        let Some(conn) = state.conn.as_mut() else {
+            return Err(DbError::Unavailable("no writer connection".into()).into());
+        };
+        let result = match conn.batch_execute("SAVEPOINT job") {
+            Ok(()) => catch_unwind(AssertUnwindSafe(|| f(conn))),
+            Err(e) => {
+                let err = DbError::from(e);
+                self.finish_batch(&mut state, Some(err.clone()));
+                return Err(err.into());
+            }
+        };
+        let undo = !matches!(result, Ok(Ok(_)));
+        let closed = if undo {
+            conn.batch_execute("ROLLBACK TO job; RELEASE job")
+        } else {
+            conn.batch_execute("RELEASE job")
+        };
+        if let Err(e) = closed {
+            let err = DbError::from(e);
+            self.finish_batch(&mut state, Some(err.clone()));
+            return Err(err.into());
+        }
+        let value = match result {
+            Ok(Ok(value)) => value,
+            // Our changes are gone; the batch goes on without us.
+            Ok(Err(e)) => {
+                self.maybe_commit(&mut state);
+                return Err(e);
+            }
+            Err(panic) => {
+                self.maybe_commit(&mut state);
+                drop(state);
+                std::panic::resume_unwind(panic);
+            }
+        };
+
+        state.batch_len += 1;
+        let epoch = state.epoch;
+        self.maybe_commit(&mut state);
+        while state.epoch == epoch {
+            state = self
+                .committed
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        match state.failures.iter().find(|(e, _)| *e == epoch) {
+            Some((_, err)) => Err(err.clone().into()),
+            None => Ok(value),
+        }
+    }
+
+    /// Commits unless another writer is queued to join the batch.
+    fn maybe_commit(&self, state: &mut State) {
+        if !state.in_tx {
+            return;
+        }
+        if self.queued.load(Ordering::SeqCst) > 0 && state.batch_len < MAX_BATCH {
+            return;
+        }
+        let failure = match state.conn.as_mut().map(|c| c.batch_execute("COMMIT")) {
+            Some(Ok(())) => None,
+            Some(Err(e)) => Some(DbError::from(e)),
+            None => Some(DbError::Unavailable("no writer connection".into())),
+        };
+        self.finish_batch(state, failure);
+    }
+
+    /// Ends the batch: on failure rolls it back and remembers why for its
+    /// writers; wakes them either way.
+    fn finish_batch(&self, state: &mut State, failure: Option<DbError>) {
+        if let Some(err) = failure {
+            let rolled_back = state
+                .conn
+                .as_mut()
+                .is_some_and(|c| c.batch_execute("ROLLBACK").is_ok());
+            if !rolled_back {
+                // The connection is in an unknown state: open a new one next time.
+                state.conn = None;
+            }
+            if state.failures.len() == KEEP_FAILURES {
+                state.failures.pop_front();
+            }
+            state.failures.push_back((state.epoch, err));
+        }
+        state.in_tx = false;
+        state.batch_len = 0;
+        state.epoch += 1;
+        self.committed.notify_all();
+        state.since_checkpoint += 1;
+        if state.since_checkpoint >= CHECKPOINT_EVERY {
+            state.since_checkpoint = 0;
+            // A full channel means a checkpoint is already due.
+            if let Err(TrySendError::Disconnected(())) = self.checkpoint.try_send(()) {
+                tracing::warn!("the WAL checkpointer has stopped");
+            }
+        }
+    }
+}
+
+/// Copies the WAL back into the database file on a thread of its own, so that
+/// no commit pays for a checkpoint's writes and fsync (the writer connection
+/// has automatic checkpoints turned off). A passive checkpoint never blocks
+/// writers or readers.
+fn spawn_checkpointer(open: Arc<Opener>) -> SyncSender<()> {
+    let (nudge, nudged) = mpsc::sync_channel::<()>(1);
+    let spawned = std::thread::Builder::new()
+        .name("wal-checkpoint".into())
+        .spawn(move || {
+            let mut conn: Option<DbConn> = None;
+            loop {
+                match nudged.recv_timeout(CHECKPOINT_PAUSE) {
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+                if conn.is_none() {
+                    conn = open().ok();
+                }
+                if let Some(c) = conn.as_mut() {
+                    if let Err(e) = c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                        conn = None;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the WAL checkpointer");
+    }
+    nudge
+}
+
+impl State {
+    fn begin(&mut self, open: &dyn Fn() -> Result<DbConn, DbError>) -> Result<(), DbError> {
+        if self.in_tx {
+            return Ok(());
+        }
+        if self.conn.is_none() {
+            let mut conn = open()?;
+            conn.batch_execute("PRAGMA wal_autocheckpoint = 0")?;
+            self.conn = Some(conn);
+        }
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| DbError::Unavailable("no writer connection".into()))?;
+        // IMMEDIATE takes the write lock now, waiting out other processes'
+        // writers, instead of failing later on a stale snapshot.
+        if let Err(e) = conn.batch_execute("BEGIN IMMEDIATE") {
+            let err = DbError::from(e);
+            if matches!(err, DbError::Unavailable(_)) {
+                self.conn = None;
+            }
+            return Err(err);
+        }
+        self.in_tx = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::sql_types::BigInt;
+    use diesel::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    fn count(conn: &mut DbConn, sql: &str) -> i64 {
+        diesel::sql_query(sql)
+            .load::<Count>(conn)
+            .expect("count query")
+            .pop()
+            .map_or(-1, |c| c.n)
+    }
+
+    /// Many threads write at once; every odd one fails after writing. Each
+    /// writer's answer must match what was committed: all even rows, no odd one.
+    #[test]
+    fn concurrent_writers_keep_or_lose_only_their_own_rows() {
+        let path = std::env::temp_dir().join(format!(
+            "phonekey-writer-{}-{}.db",
+            std::process::id(),
+            crate::secrets::random_hex(6)
+        ));
+        let target = path.to_string_lossy().to_string();
+        let open_target = target.clone();
+        let writer = Arc::new(GroupWriter::new(move || {
+            super::super::open_sqlite(&open_target)
+                .map(DbConn::Sqlite)
+                .map_err(|e| DbError::Unavailable(e.to_string()))
+        }));
+        writer
+            .run(|c| {
+                c.batch_execute("CREATE TABLE t (n BIGINT PRIMARY KEY NOT NULL)")
+                    .map_err(DbError::from)
+            })
+            .expect("create table");
+
+        let threads: Vec<_> = (0..16i64)
+            .map(|t| {
+                let writer = writer.clone();
+                std::thread::spawn(move || {
+                    let mut kept = 0;
+                    for i in 0..50i64 {
+                        let n = t * 1000 + i;
+                        let result = writer.run(|c| {
+                            diesel::sql_query(format!("INSERT INTO t (n) VALUES ({n})"))
+                                .execute(c)
+                                .map_err(DbError::from)?;
+                            if n % 2 == 1 {
+                                return Err(DbError::Other("refused".into()));
+                            }
+                            Ok(())
+                        });
+                        assert_eq!(result.is_ok(), n % 2 == 0, "answer for row {n}");
+                        kept += i64::from(result.is_ok());
+                    }
+                    kept
+                })
+            })
+            .collect();
+        let kept: i64 = threads
+            .into_iter()
+            .map(|t| t.join().expect("writer thread"))
+            .sum();
+
+        let mut reader = DbConn::Sqlite(super::super::open_sqlite(&target).expect("open reader"));
+        assert_eq!(kept, 16 * 25);
+        assert_eq!(count(&mut reader, "SELECT COUNT(*) AS n FROM t"), kept);
+        assert_eq!(
+            count(&mut reader, "SELECT COUNT(*) AS n FROM t WHERE n % 2 = 1"),
+            0
+        );
+        drop(writer);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{target}{suffix}"));
+        }
+    }
+}
