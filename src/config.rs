@@ -47,6 +47,7 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("PHONEKEY_OTP_PER_PHONE_HOUR", Some("5")),
     ("PHONEKEY_OTP_PER_IP_HOUR", Some("20")),
     ("PHONEKEY_TICKET_TTL", Some("600")),
+    ("PHONEKEY_SESSION_TTL", Some("43200")),
     ("PHONEKEY_TRUSTED_PROXIES", None),
     ("PHONEKEY_DB_POOL_SIZE", Some("16")),
     ("PHONEKEY_DB_TIMEOUT", Some("5")),
@@ -142,6 +143,8 @@ pub struct Config {
     pub otp: OtpConfig,
     pub tokens: TokenConfig,
     pub trusted_proxies: Vec<IpNet>,
+    /// Seconds a browser stays logged in on the authorization pages.
+    pub session_ttl: i64,
     pub db_pool_size: u32,
     pub db_timeout: Duration,
     pub workers: Option<usize>,
@@ -362,10 +365,16 @@ impl Config {
             otp,
             tokens,
             trusted_proxies,
+            session_ttl: number(&values, "PHONEKEY_SESSION_TTL", 60, 31_536_000)?,
             db_pool_size: number(&values, "PHONEKEY_DB_POOL_SIZE", 1, 1000)? as u32,
             db_timeout: Duration::from_secs(number(&values, "PHONEKEY_DB_TIMEOUT", 1, 600)? as u64),
             workers,
         })
+    }
+
+    /// Whether browsers reach us over https: then cookies are `Secure`.
+    pub fn https(&self) -> bool {
+        self.issuer.starts_with("https://")
     }
 
     /// The issuer's host, as the SMS autofill line names it.

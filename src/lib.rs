@@ -15,6 +15,7 @@ pub mod oauth;
 pub mod otp;
 pub mod phone;
 pub mod secrets;
+pub mod sessions;
 pub mod sms;
 pub mod users;
 

@@ -350,6 +350,15 @@ pub fn create(conn: &mut Conn, core: &Core, input: &Value, now: i64) -> AppResul
 
 /// The otp grant's WhatsApp-style sign-up: a user with only a phone.
 pub fn create_for_phone(conn: &mut Conn, phone: &str, now: i64) -> AppResult<UserRow> {
+    conn.write_tx(|conn| user_for_phone(conn, phone, now))
+}
+
+/// The phone's user, created with only the phone if there is none; for use
+/// inside a write transaction.
+pub fn user_for_phone(conn: &mut DbConn, phone: &str, now: i64) -> AppResult<UserRow> {
+    if let Some(user) = db::users::find_by_phone(conn, phone)? {
+        return Ok(user);
+    }
     let user = UserRow {
         id: secrets::random_hex(16),
         username: auto_username(),
@@ -370,10 +379,12 @@ pub fn create_for_phone(conn: &mut Conn, phone: &str, now: i64) -> AppResult<Use
         zip_code: String::new(),
         verified: true,
     };
-    match conn.write_tx(|conn| db::users::insert(conn, &user, Some(&account))) {
+    match db::users::insert(conn, &user, Some(&account)) {
         Ok(()) => Ok(user),
-        // Another request created this phone's user first: use that one.
+        // Another request created this phone's user first: use that one. A
+        // failed statement undoes only itself, so the user row goes too.
         Err(DbError::Conflict(_)) => {
+            db::users::delete(conn, &user.id)?;
             db::users::find_by_phone(conn, phone)?.ok_or(AppError::Conflict { field: "phone" })
         }
         Err(e) => Err(e.into()),

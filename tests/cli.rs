@@ -324,7 +324,7 @@ fn keys_rotate_and_list() {
     let dir = Dir::new();
     let out = phonekey(&dir).arg("migrate").output().unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("applied 2 migration(s)"),
+        String::from_utf8_lossy(&out.stdout).contains("applied 3 migration(s)"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

@@ -295,6 +295,7 @@ async fn metadata_lists_every_endpoint() {
     let issuer = server.config.issuer.as_str();
     assert_eq!(meta["issuer"], issuer);
     for (key, path) in [
+        ("authorization_endpoint", "/o/authorize/"),
         ("token_endpoint", "/o/token/"),
         ("jwks_uri", "/.well-known/jwks.json"),
         ("introspection_endpoint", "/o/introspect/"),
@@ -303,7 +304,7 @@ async fn metadata_lists_every_endpoint() {
         assert_eq!(meta[key], format!("{issuer}{path}"));
         // Every advertised endpoint exists.
         let url = meta[key].as_str().unwrap();
-        let response = if key == "jwks_uri" {
+        let response = if key == "jwks_uri" || key == "authorization_endpoint" {
             server.http.get(url).send().await.unwrap()
         } else {
             server
@@ -325,11 +326,15 @@ async fn metadata_lists_every_endpoint() {
     for g in [
         "otp",
         "urn:phonekey:params:oauth:grant-type:otp",
+        "authorization_code",
         "refresh_token",
         "client_credentials",
+        "password",
     ] {
         assert!(grants.contains(&g), "{g}");
     }
+    assert_eq!(meta["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(meta["code_challenge_methods_supported"], serde_json::json!(["S256"]));
     assert!(meta["token_endpoint_auth_methods_supported"]
         .as_array()
         .unwrap()

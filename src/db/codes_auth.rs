@@ -18,6 +18,11 @@ pub struct AuthCodeRow {
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
+    /// The token family the code's tokens join, so that reuse can revoke them.
+    pub family: String,
+    /// Whether the authorization request named the redirect URI (RFC 6749
+    /// §4.1.3: then the token request must repeat it).
+    pub redirect_uri_sent: bool,
 }
 
 pub fn insert(conn: &mut DbConn, row: &AuthCodeRow) -> DbResult<()> {

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod purge;
 pub mod rate_limits;
 pub mod schema;
+pub mod sessions;
 pub mod settings;
 pub mod tickets;
 pub mod tokens;

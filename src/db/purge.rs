@@ -9,12 +9,13 @@ use super::{Backend, Conn, DbResult};
 const BATCH: i64 = 1000;
 
 /// (table, key column, time column) of everything with an expiry.
-const EXPIRING: [(&str, &str, &str); 5] = [
+const EXPIRING: [(&str, &str, &str); 6] = [
     ("otp_codes", "id", "expires_at"),
     ("verification_tickets", "ticket_hash", "expires_at"),
     ("authorization_codes", "code_hash", "expires_at"),
     ("access_tokens", "jti", "expires_at"),
     ("refresh_tokens", "token_hash", "expires_at"),
+    ("browser_sessions", "session_hash", "expires_at"),
 ];
 
 /// Deletes rows whose time column is before `before`; returns how many.
@@ -49,7 +50,7 @@ fn purge_table(
     }
 }
 
-/// Deletes codes, tickets, authorization codes and tokens that expired before
+/// Deletes codes, tickets, authorization codes, tokens and browser sessions that expired before
 /// `expired_before`, and rate-limit counters untouched since `idle_before`.
 pub fn expired(conn: &mut Conn, expired_before: i64, idle_before: i64) -> DbResult<usize> {
     let mut total = 0;

@@ -76,6 +76,17 @@ diesel::table! {
         created_at -> BigInt,
         expires_at -> BigInt,
         used_at -> Nullable<BigInt>,
+        family -> Text,
+        redirect_uri_sent -> Bool,
+    }
+}
+
+diesel::table! {
+    browser_sessions (session_hash) {
+        session_hash -> Text,
+        user_id -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
     }
 }
 

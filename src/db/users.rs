@@ -45,6 +45,11 @@ pub fn insert(conn: &mut DbConn, user: &UserRow, account: Option<&AccountRow>) -
     Ok(())
 }
 
+pub fn delete(conn: &mut DbConn, id: &str) -> DbResult<()> {
+    diesel::delete(users::table.filter(users::id.eq(id))).execute(conn)?;
+    Ok(())
+}
+
 /// The active user whose account has this phone.
 pub fn find_by_phone(conn: &mut DbConn, phone: &str) -> DbResult<Option<UserRow>> {
     Ok(users::table
@@ -52,6 +57,14 @@ pub fn find_by_phone(conn: &mut DbConn, phone: &str) -> DbResult<Option<UserRow>
         .filter(accounts::phone.eq(phone))
         .filter(users::is_active.eq(true))
         .select(UserRow::as_select())
+        .load(conn)?
+        .pop())
+}
+
+pub fn phone_of(conn: &mut DbConn, user_id: &str) -> DbResult<Option<String>> {
+    Ok(accounts::table
+        .filter(accounts::user_id.eq(user_id))
+        .select(accounts::phone)
         .load(conn)?
         .pop())
 }

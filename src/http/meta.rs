@@ -16,12 +16,16 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(json!({
             "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/o/authorize/"),
             "token_endpoint": format!("{issuer}/o/token/"),
             "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
             "introspection_endpoint": format!("{issuer}/o/introspect/"),
             "revocation_endpoint": format!("{issuer}/o/revoke_token/"),
-            "grant_types_supported": ["otp", crate::oauth::clients::OTP_GRANT_URN, "refresh_token", "client_credentials", "password"],
-            "response_types_supported": [],
+            "grant_types_supported": ["otp", crate::oauth::clients::OTP_GRANT_URN, "authorization_code", "refresh_token", "client_credentials", "password"],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
+            "authorization_response_iss_parameter_supported": true,
             "token_endpoint_auth_methods_supported": client_auth,
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "revocation_endpoint_auth_methods_supported": client_auth,

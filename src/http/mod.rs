@@ -1,11 +1,13 @@
 //! HTTP: routes, shared state, and thin handlers that parse, call the domain
 //! on the blocking pool, and shape the response.
 
+mod authorize;
 mod body;
 mod client_ip;
 mod error;
 mod meta;
 mod otp;
+mod pages;
 mod token;
 mod users;
 
@@ -58,6 +60,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(users::create))
                 .default_service(web::to(method_not_allowed)),
         )
+        .service(
+            web::resource("/o/authorize")
+                .route(web::get().to(authorize::show))
+                .route(web::head().to(authorize::show))
+                .route(web::post().to(authorize::decide))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(post("/o/authorize/phone", authorize::phone))
+        .service(post("/o/authorize/code", authorize::code))
+        .service(post("/o/authorize/logout", authorize::logout))
         .service(post("/o/token", token::token))
         .service(post("/o/extended_token", token::token))
         .service(post("/o/introspect", token::introspect))

@@ -15,16 +15,15 @@ fn phone_param(state: &AppState, body: &serde_json::Value) -> AppResult<String> 
     phone::normalize(&raw, state.core.config.default_region).ok_or(AppError::InvalidPhone)
 }
 
-pub async fn getcode(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> AppResult<HttpResponse> {
-    let body = body::object(&req, payload).await?;
-    let phone = phone_param(&state, &body)?;
-    let ip = client_ip(&req, &state.core.config.trusted_proxies);
+/// Issues a code for `phone` (within the limits) and sends it by SMS; a code
+/// the provider could not send is dropped again.
+pub(super) async fn send_code(
+    state: &AppState,
+    phone: &str,
+    ip: String,
+) -> AppResult<otp::NewCode> {
     let issued = {
-        let phone = phone.clone();
+        let phone = phone.to_string();
         state
             .blocking(move |conn, core| otp::issue_code(conn, core, &phone, &ip, core.now()))
             .await?
@@ -36,8 +35,8 @@ pub async fn getcode(
             &core.config.issuer_host(),
             &issued.code,
         ),
-        to: phone.clone(),
-        code: issued.code,
+        to: phone.to_string(),
+        code: issued.code.clone(),
     };
     if let Err(e) = state.sms.send(&message).await {
         tracing::warn!(provider = state.sms.name(), error = %e, "SMS not sent; code dropped");
@@ -47,6 +46,18 @@ pub async fn getcode(
             .await?;
         return Err(AppError::SmsUnavailable);
     }
+    Ok(issued)
+}
+
+pub async fn getcode(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> AppResult<HttpResponse> {
+    let body = body::object(&req, payload).await?;
+    let phone = phone_param(&state, &body)?;
+    let ip = client_ip(&req, &state.core.config.trusted_proxies);
+    let issued = send_code(&state, &phone, ip).await?;
     // The same answer whether or not the phone has a user.
     Ok(HttpResponse::Ok().json(json!({
         "phone": phone,

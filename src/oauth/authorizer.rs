@@ -47,7 +47,7 @@ fn encode_extensions(extensions: &Extensions) -> String {
     serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
 }
 
-fn decode_extensions(json: &str) -> Option<Extensions> {
+pub(super) fn decode_extensions(json: &str) -> Option<Extensions> {
     let map: BTreeMap<String, StoredExtension> = serde_json::from_str(json).ok()?;
     let mut extensions = Extensions::new();
     for (key, stored) in map {
@@ -74,6 +74,12 @@ impl Authorizer for OAuthStore<'_> {
             created_at: self.now,
             expires_at: self.now + CODE_TTL,
             used_at: None,
+            family: self
+                .family
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| secrets::random_urlsafe(16)),
+            redirect_uri_sent: self.redirect_uri_sent,
         };
         self.conn()
             .write_tx(|c| db::codes_auth::insert(c, &row))

@@ -4,12 +4,15 @@
 use std::borrow::Cow;
 
 use oxide_auth::code_grant::client_credentials as cc_flow;
+use oxide_auth::code_grant::extensions::Pkce;
 use oxide_auth::code_grant::error::AccessTokenErrorType;
 use oxide_auth::code_grant::refresh as refresh_flow;
 use oxide_auth::primitives::grant::{Extensions, Grant};
 use oxide_auth::primitives::issuer::Issuer;
 use oxide_auth::primitives::registrar::{BoundClient, RegisteredUrl, Registrar};
 
+use super::authorize::is_pkce_string;
+use super::authorizer::decode_extensions;
 use super::clients::{Client, GrantType};
 use super::issuer::{no_redirect, timestamp};
 use super::request::{ClientCredentials, TokenRequest};
@@ -17,7 +20,7 @@ use super::store::{Issued, OAuthStore};
 use super::token::store_failure;
 use super::{OAuthError, OAuthErrorKind};
 use crate::error::{AppError, AppResult};
-use crate::{otp, phone, users};
+use crate::{otp, phone, secrets, users};
 
 /// `grant_type=otp`: a phone plus proof of it, either a verification ticket
 /// (`secret_identifier`) or the SMS `code` itself. A phone without proof is
@@ -139,6 +142,85 @@ pub fn password(
         return Err(OAuthError::invalid_grant("the username or password is wrong").into());
     };
     issue_for_user(store, client, user.id, scope)
+}
+
+/// `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.6). The
+/// code is spent in the transaction that stores the tokens, so of racing
+/// exchanges one wins; any later use of the code revokes what it issued.
+pub fn authorization_code(
+    store: &mut OAuthStore<'_>,
+    request: &TokenRequest,
+    client: &Client,
+) -> AppResult<Issued> {
+    let code = request
+        .param("code")
+        .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+    let bad_code = || OAuthError::invalid_grant("the authorization code is invalid, expired or used");
+    if !secrets::plausible_token(code) {
+        return Err(bad_code().into());
+    }
+    let hash = secrets::sha256_hex(code.as_bytes());
+    let row = crate::db::codes_auth::find(&mut store.conn(), &hash)?;
+    let Some(row) = row.filter(|r| r.client_id == client.id) else {
+        return Err(bad_code().into());
+    };
+    if row.used_at.is_some() {
+        tracing::warn!(client_id = %client.id, "authorization code used twice; its tokens are revoked");
+        store.revoke_family(&row.family);
+        return Err(bad_code().into());
+    }
+    if row.expires_at <= store.now {
+        return Err(bad_code().into());
+    }
+    // RFC 6749 §4.1.3: required and identical if the authorization request had it.
+    match request.param("redirect_uri") {
+        Some(uri) if uri != row.redirect_uri => {
+            return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request").into())
+        }
+        None if row.redirect_uri_sent => {
+            return Err(OAuthError::invalid_request("redirect_uri is required: the authorization request had one").into())
+        }
+        _ => {}
+    }
+    let mut extensions = decode_extensions(&row.extensions)
+        .ok_or_else(|| AppError::Internal("a stored authorization code is corrupt".into()))?;
+    let challenge = extensions.remove(&Pkce::required());
+    let verifier = request.param("code_verifier");
+    if challenge.is_none() && verifier.is_some() {
+        // RFC 9700 §4.8.2: a verifier without a challenge is a downgrade attempt.
+        return Err(OAuthError::invalid_grant("code_verifier sent, but the authorization request had no code_challenge").into());
+    }
+    let pkce = if client.confidential { Pkce::optional() } else { Pkce::required() };
+    if verifier.is_some_and(|v| !is_pkce_string(v))
+        || pkce.verify(challenge, verifier.map(Into::into)).is_err()
+    {
+        return Err(OAuthError::invalid_grant("the code_verifier does not match the code_challenge").into());
+    }
+    let grant = Grant {
+        owner_id: row.user_id,
+        client_id: row.client_id,
+        scope: row
+            .scope
+            .parse()
+            .map_err(|_| AppError::Internal("a stored scope does not parse".into()))?,
+        redirect_uri: no_redirect(),
+        until: timestamp(row.expires_at),
+        extensions,
+    };
+    *store.spend_code.borrow_mut() = Some(hash);
+    *store.family.borrow_mut() = Some(row.family.clone());
+    if store.issue(grant).is_err() {
+        let err = store_failure(store);
+        if matches!(err, AppError::OAuth(_)) {
+            // Lost the race for the code: the winner's tokens are revoked too.
+            tracing::warn!(client_id = %client.id, "authorization code used twice; its tokens are revoked");
+            store.revoke_family(&row.family);
+        }
+        return Err(err);
+    }
+    store
+        .take_issued()
+        .ok_or_else(|| AppError::Internal("issuer returned no token".into()))
 }
 
 /// The token endpoint speaks RFC 6749 codes only: every failed proof is invalid_grant.

@@ -39,8 +39,10 @@ pub(super) fn scope_string(scope: &oxide_auth::primitives::scope::Scope) -> Stri
 
 impl OAuthStore<'_> {
     /// Signs an access token and stores it, with a refresh token when the
-    /// grant calls for one. `spend` is the refresh token being rotated: it is
-    /// spent in the same transaction, so a rotation happens once or not at all.
+    /// grant calls for one. `spend` is the refresh token being rotated (and
+    /// `spend_code` the authorization code being exchanged): it is spent in
+    /// the same transaction, so an exchange happens once or not at all, and
+    /// tokens exist as soon as the code counts as used.
     fn issue_tokens(&self, grant: &Grant, spend: Option<&str>) -> AppResult<Issued> {
         let core = self.core;
         let now = self.now;
@@ -92,7 +94,15 @@ impl OAuthStore<'_> {
                     used_at: None,
                     revoked: false,
                 });
+        let spend_code = self.spend_code.borrow_mut().take();
         self.conn().write_tx(|conn| {
+            if let Some(code_hash) = &spend_code {
+                if !db::codes_auth::consume(conn, code_hash, now)? {
+                    return Err(AppError::OAuth(OAuthError::invalid_grant(
+                        "the authorization code was already used",
+                    )));
+                }
+            }
             if let Some(old) = spend {
                 if !db::tokens::spend_refresh(conn, &secrets::sha256_hex(old.as_bytes()), now)? {
                     return Err(AppError::OAuth(OAuthError::invalid_grant(
@@ -116,7 +126,7 @@ impl OAuthStore<'_> {
         Ok(issued)
     }
 
-    fn revoke_family(&self, family: &str) {
+    pub(super) fn revoke_family(&self, family: &str) {
         if let Err(e) = self
             .conn()
             .write_tx(|conn| db::tokens::revoke_family(conn, family))

@@ -2,6 +2,7 @@
 //! `registrar`, `issuer`), the token endpoint's dispatcher (`token`), our own
 //! grants (`grants`), signing keys and client registration.
 
+pub mod authorize;
 pub mod authorizer;
 pub mod clients;
 mod error;

@@ -52,14 +52,17 @@ impl Registrar for OAuthStore<'_> {
                 redirect_uri: Cow::Owned(RegisteredUrl::Semantic(super::issuer::no_redirect())),
             });
         }
-        // Exact string match (RFC 9700 §4.1.3); without a requested URI the
-        // client must have exactly one registered (RFC 6749 §3.1.2.3).
+        // Exact string match (RFC 9700 §4.1.3), except for the port of a
+        // loopback URI (RFC 8252 §7.3); without a requested URI the client
+        // must have exactly one registered (RFC 6749 §3.1.2.3).
         let uri = match &bound.redirect_uri {
             Some(requested) => client
                 .redirect_uris
                 .iter()
-                .find(|u| u.as_str() == requested.as_str())
-                .cloned(),
+                .any(|u| {
+                    u.as_str() == requested.as_str() || same_loopback_uri(u, &requested.to_url())
+                })
+                .then(|| requested.as_str().to_string()),
             None if client.redirect_uris.len() == 1 => client.redirect_uris.first().cloned(),
             None => None,
         }
@@ -99,5 +102,39 @@ impl Registrar for OAuthStore<'_> {
         } else {
             Err(RegistrarError::Unspecified)
         }
+    }
+}
+
+/// A native app's loopback redirect URI matches whatever port it listens on
+/// (RFC 8252 §7.3); everything else must be identical.
+fn same_loopback_uri(registered: &str, requested: &url::Url) -> bool {
+    let Ok(mut registered) = url::Url::parse(registered) else {
+        return false;
+    };
+    let loopback = matches!(
+        registered.host(),
+        Some(url::Host::Ipv4(ip)) if ip.is_loopback()
+    ) || matches!(registered.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+        || registered.host_str() == Some("localhost");
+    if registered.scheme() != "http" || !loopback || registered.set_port(requested.port()).is_err() {
+        return false;
+    }
+    registered.as_str() == requested.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_loopback_uri;
+
+    #[test]
+    fn loopback_ports_are_free_and_nothing_else_is() {
+        let req = |u: &str| url::Url::parse(u).unwrap();
+        assert!(same_loopback_uri("http://127.0.0.1/cb", &req("http://127.0.0.1:53211/cb")));
+        assert!(same_loopback_uri("http://[::1]:80/cb", &req("http://[::1]:9/cb")));
+        assert!(same_loopback_uri("http://localhost:1/cb", &req("http://localhost:2/cb")));
+        assert!(!same_loopback_uri("http://127.0.0.1/cb", &req("http://127.0.0.1:5/other")));
+        assert!(!same_loopback_uri("https://127.0.0.1/cb", &req("https://127.0.0.1:5/cb")));
+        assert!(!same_loopback_uri("http://example.com/cb", &req("http://example.com:81/cb")));
+        assert!(!same_loopback_uri("http://127.0.0.1/cb", &req("http://127.0.0.2:5/cb")));
     }
 }

@@ -32,8 +32,14 @@ pub struct OAuthStore<'a> {
     /// Grants without a redirect (client_credentials) bind to a placeholder
     /// instead of requiring a registered redirect URI.
     pub(super) redirectless: bool,
-    /// The family new tokens join (set by a refresh); `None` starts a new one.
+    /// The family new tokens join (set by a refresh, an authorization code
+    /// or an approval); `None` starts a new one.
     pub(super) family: RefCell<Option<String>>,
+    /// The authorization code (by hash) that `issue` spends in the same
+    /// transaction as it stores the tokens.
+    pub(super) spend_code: RefCell<Option<String>>,
+    /// Whether the authorization request being approved named its redirect URI.
+    pub(super) redirect_uri_sent: bool,
     pub(super) issued: RefCell<Option<Issued>>,
     /// oxide-auth's client_credentials flow asks for an extension system; we have none.
     pub(super) no_extension: (),
@@ -50,6 +56,8 @@ impl<'a> OAuthStore<'a> {
             with_refresh: true,
             redirectless: false,
             family: RefCell::new(None),
+            spend_code: RefCell::new(None),
+            redirect_uri_sent: false,
             issued: RefCell::new(None),
             no_extension: (),
         }

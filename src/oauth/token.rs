@@ -36,17 +36,13 @@ pub fn token(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppResult<
         GrantType::Otp => grants::otp(&mut store, request, &client),
         GrantType::RefreshToken => grants::refresh(&mut store, request, &credentials),
         GrantType::Password => grants::password(&mut store, request, &client),
+        GrantType::AuthorizationCode => grants::authorization_code(&mut store, request, &client),
         GrantType::ClientCredentials if client.confidential => {
             grants::client_credentials(&mut store, request, &credentials)
         }
         GrantType::ClientCredentials => Err(OAuthError::new(
             OAuthErrorKind::UnauthorizedClient,
             "client_credentials is for confidential clients only",
-        )
-        .into()),
-        other => Err(OAuthError::new(
-            OAuthErrorKind::UnsupportedGrantType,
-            format!("the {} grant is not available yet", other.as_str()),
         )
         .into()),
     }

@@ -100,7 +100,7 @@ pub fn drop_code(conn: &mut Conn, id: &str) -> AppResult<()> {
 /// Checks `code` against the phone's live code and spends one attempt. On a
 /// match the code is consumed and `then` runs in the same transaction, so
 /// that what the code buys exists exactly when the code is spent.
-fn verify_code<T>(
+pub fn verify_code<T>(
     conn: &mut Conn,
     core: &Core,
     phone: &str,

@@ -14,6 +14,8 @@ use phonekey::config::Config;
 use phonekey::oauth::clients::{self, GrantType, NewClient};
 use serde_json::Value;
 
+pub mod browser;
+
 pub const PHONE: &str = "+14155550123";
 
 /// A fresh phone number per call, valid for libphonenumber (US 415 range).
@@ -280,16 +282,19 @@ impl TestServer {
         confidential: bool,
         scopes: &[&str],
     ) -> (String, Option<String>) {
-        let mut conn = phonekey::db::connect_once(&self.config.database).expect("connect");
-        let spec = NewClient {
+        self.register(&NewClient {
             name: "test app".into(),
             confidential,
             grant_types: grants.to_vec(),
             redirect_uris: vec![],
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        };
+        })
+    }
+
+    pub fn register(&self, spec: &NewClient) -> (String, Option<String>) {
+        let mut conn = phonekey::db::connect_once(&self.config.database).expect("connect");
         let (client, secret) =
-            clients::create(&mut conn, &spec, self.clock_now()).expect("create client");
+            clients::create(&mut conn, spec, self.clock_now()).expect("create client");
         (client.id, secret)
     }
 

@@ -1,0 +1,35 @@
+//! Browser login sessions of the authorization pages, stored by hash.
+
+use diesel::prelude::*;
+
+use super::schema::browser_sessions as bs;
+use super::{DbConn, DbResult};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = bs)]
+pub struct SessionRow {
+    pub session_hash: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+pub fn insert(conn: &mut DbConn, row: &SessionRow) -> DbResult<()> {
+    diesel::insert_into(bs::table).values(row).execute(conn)?;
+    Ok(())
+}
+
+/// The session's user, if the session exists and has not expired.
+pub fn live_user(conn: &mut DbConn, hash: &str, now: i64) -> DbResult<Option<String>> {
+    Ok(bs::table
+        .filter(bs::session_hash.eq(hash))
+        .filter(bs::expires_at.gt(now))
+        .select(bs::user_id)
+        .load(conn)?
+        .pop())
+}
+
+pub fn delete(conn: &mut DbConn, hash: &str) -> DbResult<()> {
+    diesel::delete(bs::table.filter(bs::session_hash.eq(hash))).execute(conn)?;
+    Ok(())
+}
