@@ -150,7 +150,11 @@ async fn phone_login_consent_and_pkce_exchange() {
         .await;
     assert_eq!(start.status, 200);
     // The client's name is escaped, not markup.
-    assert!(start.text().contains("Sign in to Pocket <App>"), "{}", start.html);
+    assert!(
+        start.text().contains("Sign in to Pocket <App>"),
+        "{}",
+        start.html
+    );
     assert!(!start.html.contains("<App>"));
     let csrf = start.set_cookie("phonekey_csrf").expect("CSRF cookie");
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/o/authorize"] {
@@ -179,14 +183,22 @@ async fn phone_login_consent_and_pkce_exchange() {
         .submit(&retry, "/o/authorize/code/", &[("code", &code)])
         .await;
     assert_eq!(logged_in.status, 303, "{}", logged_in.html);
-    let session = logged_in.set_cookie("phonekey_session").expect("session cookie");
+    let session = logged_in
+        .set_cookie("phonekey_session")
+        .expect("session cookie");
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/o/authorize", "Max-Age="] {
         assert!(session.contains(attribute), "{session}");
     }
 
-    let consent = browser.get(&logged_in.location.clone().expect("location")).await;
+    let consent = browser
+        .get(&logged_in.location.clone().expect("location"))
+        .await;
     assert_eq!(consent.status, 200);
-    assert!(consent.text().contains("Allow Pocket <App>"), "{}", consent.html);
+    assert!(
+        consent.text().contains("Allow Pocket <App>"),
+        "{}",
+        consent.html
+    );
     assert!(consent.html.contains("<li>read</li>") && consent.html.contains("<li>write</li>"));
     assert!(consent.html.contains(&phone));
 
@@ -249,12 +261,18 @@ async fn phone_login_consent_and_pkce_exchange() {
     expect_error(status, &body, 400, "invalid_grant");
     assert_eq!(introspect(&server, &apps, access).await["active"], false);
     let new_access = refreshed["access_token"].as_str().expect("access");
-    assert_eq!(introspect(&server, &apps, new_access).await["active"], false);
+    assert_eq!(
+        introspect(&server, &apps, new_access).await["active"],
+        false
+    );
     let (status, body) = exchange(
         &server,
         &[
             ("grant_type", "refresh_token"),
-            ("refresh_token", refreshed["refresh_token"].as_str().expect("refresh")),
+            (
+                "refresh_token",
+                refreshed["refresh_token"].as_str().expect("refresh"),
+            ),
             ("client_id", &apps.public_id),
         ],
     )
@@ -287,7 +305,9 @@ async fn a_logged_in_browser_skips_the_code_and_can_log_out() {
     let logged_out = browser.submit(&consent, "/o/authorize/logout/", &[]).await;
     assert_eq!(logged_out.status, 303);
     assert!(browser.cookie("phonekey_session").is_none());
-    let start = browser.get(&logged_out.location.clone().expect("location")).await;
+    let start = browser
+        .get(&logged_out.location.clone().expect("location"))
+        .await;
     assert!(start.has_form("/o/authorize/phone/"), "{}", start.html);
 
     // The old session token is dead in the database, not only in this browser.
@@ -435,7 +455,11 @@ async fn confidential_clients_without_pkce_and_the_redirect_uri_rule() {
             ("scope", "read"),
         ]))
         .await;
-    assert!(start.has_form("/o/authorize/"), "still logged in: {}", start.html);
+    assert!(
+        start.has_form("/o/authorize/"),
+        "still logged in: {}",
+        start.html
+    );
     let approved = browser
         .submit(&start, "/o/authorize/", &[("decision", "approve")])
         .await;
@@ -523,7 +547,11 @@ async fn untrusted_requests_get_a_page_never_a_redirect() {
         let page = browser.get(&authorize_url(&params)).await;
         assert_eq!(page.status, 400, "{params:?}: {}", page.html);
         assert!(page.location.is_none(), "{params:?}");
-        assert!(page.html.contains("Invalid authorization request"), "{}", page.html);
+        assert!(
+            page.html.contains("Invalid authorization request"),
+            "{}",
+            page.html
+        );
         assert!(page.headers["content-type"]
             .to_str()
             .is_ok_and(|t| t.starts_with("text/html")));
@@ -560,7 +588,11 @@ async fn trusted_requests_send_their_errors_to_the_client() {
     let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
         (with(&[challenge.clone(), s256.clone()]), "invalid_request"),
         (
-            with(&[("response_type", "token".into()), challenge.clone(), s256.clone()]),
+            with(&[
+                ("response_type", "token".into()),
+                challenge.clone(),
+                s256.clone(),
+            ]),
             "unsupported_response_type",
         ),
         // Public clients must use PKCE, and only S256.
@@ -610,9 +642,16 @@ async fn trusted_requests_send_their_errors_to_the_client() {
         let page = browser.get(&authorize_url(&params)).await;
         assert_eq!(page.status, 303, "{params:?}: {}", page.html);
         let got = page.redirect_params();
-        assert_eq!(got.get("error").map(String::as_str), Some(error), "{params:?}");
+        assert_eq!(
+            got.get("error").map(String::as_str),
+            Some(error),
+            "{params:?}"
+        );
         assert_eq!(got["state"], "s1");
-        assert!(page.location.as_deref().is_some_and(|l| l.starts_with(REDIRECT)));
+        assert!(page
+            .location
+            .as_deref()
+            .is_some_and(|l| l.starts_with(REDIRECT)));
     }
 }
 
@@ -641,7 +680,12 @@ async fn forms_without_the_csrf_token_are_refused() {
     let theirs = other.get(&start_url).await;
     let mut fields = start.form("/o/authorize/phone/");
     fields.retain(|(n, _)| n != "csrf");
-    fields.extend(theirs.form("/o/authorize/phone/").into_iter().filter(|(n, _)| n == "csrf"));
+    fields.extend(
+        theirs
+            .form("/o/authorize/phone/")
+            .into_iter()
+            .filter(|(n, _)| n == "csrf"),
+    );
     fields.push(("phone".into(), phone.clone()));
     assert_eq!(fields.iter().filter(|(n, _)| n == "csrf").count(), 1);
     let page = browser.post("/o/authorize/phone/", &fields).await;

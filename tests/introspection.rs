@@ -333,8 +333,14 @@ async fn metadata_lists_every_endpoint() {
     ] {
         assert!(grants.contains(&g), "{g}");
     }
-    assert_eq!(meta["response_types_supported"], serde_json::json!(["code"]));
-    assert_eq!(meta["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    assert_eq!(
+        meta["response_types_supported"],
+        serde_json::json!(["code"])
+    );
+    assert_eq!(
+        meta["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
     assert!(meta["token_endpoint_auth_methods_supported"]
         .as_array()
         .unwrap()

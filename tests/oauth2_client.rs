@@ -156,7 +156,10 @@ async fn authorization_code_with_pkce_then_refresh() {
         .request_async(&http)
         .await
         .expect("refresh");
-    assert_ne!(refreshed.access_token().secret(), token.access_token().secret());
+    assert_ne!(
+        refreshed.access_token().secret(),
+        token.access_token().secret()
+    );
     assert_ne!(
         refreshed.refresh_token().expect("rotated").secret(),
         refresh.secret()
@@ -195,7 +198,10 @@ async fn client_credentials_and_password_with_both_auth_styles() {
             .unwrap_or_else(|e| panic!("client_credentials with {auth:?}: {e:?}"));
         assert_eq!(scopes(&token), ["reports"]);
         assert!(token.refresh_token().is_none());
-        assert_eq!(jwt_claims(token.access_token().secret())["sub"], client_id.as_str());
+        assert_eq!(
+            jwt_claims(token.access_token().secret())["sub"],
+            client_id.as_str()
+        );
 
         match client
             .exchange_client_credentials()

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,6 +25,10 @@ const KEEP_FAILURES: usize = 64;
 /// checkpoints while anything is being written.
 const CHECKPOINT_EVERY: u64 = 200;
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(500);
+/// Passive checkpoints cannot reset a WAL that writers keep appending to.
+/// Past this many frames (4 KiB pages: 32 MiB) the writer runs one blocking
+/// checkpoint between batches, which empties and truncates the WAL.
+const WAL_LIMIT_FRAMES: i64 = 8192;
 
 type Opener = dyn Fn() -> Result<DbConn, DbError> + Send + Sync;
 
@@ -32,6 +36,9 @@ pub struct GroupWriter {
     open: Arc<Opener>,
     /// Wakes the checkpointer thread; dropping it ends that thread.
     checkpoint: SyncSender<()>,
+    /// The WAL's length in frames, as the last checkpoint saw it.
+    wal_frames: Arc<AtomicI64>,
+    wal_limit: i64,
     state: Mutex<State>,
     committed: Condvar,
     /// Writers waiting for `state`: while there are any, the batch stays open.
@@ -57,8 +64,11 @@ impl std::fmt::Debug for GroupWriter {
 impl GroupWriter {
     pub fn new(open: impl Fn() -> Result<DbConn, DbError> + Send + Sync + 'static) -> GroupWriter {
         let open: Arc<Opener> = Arc::new(open);
+        let wal_frames = Arc::new(AtomicI64::new(0));
         GroupWriter {
-            checkpoint: spawn_checkpointer(open.clone()),
+            checkpoint: spawn_checkpointer(open.clone(), wal_frames.clone()),
+            wal_frames,
+            wal_limit: WAL_LIMIT_FRAMES,
             open,
             state: Mutex::new(State {
                 conn: None,
@@ -181,6 +191,15 @@ impl GroupWriter {
         state.batch_len = 0;
         state.epoch += 1;
         self.committed.notify_all();
+        if self.wal_frames.load(Ordering::Relaxed) > self.wal_limit {
+            if let Some(conn) = state.conn.as_mut() {
+                if let Err(e) = checkpoint(conn, "TRUNCATE") {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+                // Whatever happened, the next passive checkpoint measures again.
+                self.wal_frames.store(0, Ordering::Relaxed);
+            }
+        }
         state.since_checkpoint += 1;
         if state.since_checkpoint >= CHECKPOINT_EVERY {
             state.since_checkpoint = 0;
@@ -196,7 +215,7 @@ impl GroupWriter {
 /// no commit pays for a checkpoint's writes and fsync (the writer connection
 /// has automatic checkpoints turned off). A passive checkpoint never blocks
 /// writers or readers.
-fn spawn_checkpointer(open: Arc<Opener>) -> SyncSender<()> {
+fn spawn_checkpointer(open: Arc<Opener>, wal_frames: Arc<AtomicI64>) -> SyncSender<()> {
     let (nudge, nudged) = mpsc::sync_channel::<()>(1);
     let spawned = std::thread::Builder::new()
         .name("wal-checkpoint".into())
@@ -211,9 +230,12 @@ fn spawn_checkpointer(open: Arc<Opener>) -> SyncSender<()> {
                     conn = open().ok();
                 }
                 if let Some(c) = conn.as_mut() {
-                    if let Err(e) = c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
-                        conn = None;
+                    match checkpoint(c, "PASSIVE") {
+                        Ok(frames) => wal_frames.store(frames, Ordering::Relaxed),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "WAL checkpoint failed");
+                            conn = None;
+                        }
                     }
                 }
             }
@@ -222,6 +244,20 @@ fn spawn_checkpointer(open: Arc<Opener>) -> SyncSender<()> {
         tracing::error!(error = %e, "could not start the WAL checkpointer");
     }
     nudge
+}
+
+#[derive(diesel::QueryableByName)]
+struct CheckpointResult {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    log: i32,
+}
+
+/// Runs a checkpoint; returns the WAL's length in frames afterwards.
+fn checkpoint(conn: &mut DbConn, mode: &str) -> Result<i64, DbError> {
+    use diesel::RunQueryDsl;
+    let rows: Vec<CheckpointResult> =
+        diesel::sql_query(format!("PRAGMA wal_checkpoint({mode})")).load(conn)?;
+    Ok(rows.first().map_or(0, |r| i64::from(r.log)))
 }
 
 impl State {
@@ -255,6 +291,74 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn temp_db() -> String {
+        std::env::temp_dir()
+            .join(format!(
+                "phonekey-writer-{}-{}.db",
+                std::process::id(),
+                crate::secrets::random_hex(6)
+            ))
+            .to_string_lossy()
+            .to_string()
+    }
+
+    fn writer_for(target: &str) -> GroupWriter {
+        let target = target.to_string();
+        GroupWriter::new(move || {
+            super::super::open_sqlite(&target)
+                .map(DbConn::Sqlite)
+                .map_err(|e| DbError::Unavailable(e.to_string()))
+        })
+    }
+
+    fn remove_db(target: &str) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{target}{suffix}"));
+        }
+    }
+
+    /// Under a steady stream of writes the WAL is still emptied now and then
+    /// (passive checkpoints alone would let it grow without end).
+    #[test]
+    fn the_wal_is_truncated_under_steady_writes() {
+        let target = temp_db();
+        let mut writer = writer_for(&target);
+        writer.wal_limit = 64;
+        writer
+            .run(|c| {
+                c.batch_execute("CREATE TABLE t (n BIGINT PRIMARY KEY NOT NULL, pad TEXT NOT NULL)")
+                    .map_err(DbError::from)
+            })
+            .expect("create table");
+        let wal = format!("{target}-wal");
+        let mut largest = 0;
+        let mut emptied = false;
+        let started = std::time::Instant::now();
+        let mut n = 0i64;
+        while !emptied && started.elapsed() < Duration::from_secs(20) {
+            n += 1;
+            writer
+                .run(|c| {
+                    diesel::sql_query(format!(
+                        "INSERT INTO t (n, pad) VALUES ({n}, printf('%.2000c', 'x'))"
+                    ))
+                    .execute(c)
+                    .map(|_| ())
+                    .map_err(DbError::from)
+                })
+                .expect("insert");
+            let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+            largest = largest.max(size);
+            emptied = largest > 64 * 4096 && size == 0;
+        }
+        assert!(
+            emptied,
+            "the WAL grew to {largest} bytes and was never emptied ({n} commits)"
+        );
+        drop(writer);
+        remove_db(&target);
+    }
     use diesel::sql_types::BigInt;
     use diesel::RunQueryDsl;
 
@@ -276,18 +380,8 @@ mod tests {
     /// writer's answer must match what was committed: all even rows, no odd one.
     #[test]
     fn concurrent_writers_keep_or_lose_only_their_own_rows() {
-        let path = std::env::temp_dir().join(format!(
-            "phonekey-writer-{}-{}.db",
-            std::process::id(),
-            crate::secrets::random_hex(6)
-        ));
-        let target = path.to_string_lossy().to_string();
-        let open_target = target.clone();
-        let writer = Arc::new(GroupWriter::new(move || {
-            super::super::open_sqlite(&open_target)
-                .map(DbConn::Sqlite)
-                .map_err(|e| DbError::Unavailable(e.to_string()))
-        }));
+        let target = temp_db();
+        let writer = Arc::new(writer_for(&target));
         writer
             .run(|c| {
                 c.batch_execute("CREATE TABLE t (n BIGINT PRIMARY KEY NOT NULL)")
@@ -331,8 +425,6 @@ mod tests {
             0
         );
         drop(writer);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{target}{suffix}"));
-        }
+        remove_db(&target);
     }
 }

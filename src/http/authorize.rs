@@ -41,7 +41,11 @@ struct Viewer {
 }
 
 /// Checks the authorization request and finds the session's user.
-async fn check(state: &AppState, query: String, session: Option<String>) -> Result<Checked, AppError> {
+async fn check(
+    state: &AppState,
+    query: String,
+    session: Option<String>,
+) -> Result<Checked, AppError> {
     state
         .blocking(move |conn, core| {
             let now = core.now();
@@ -91,7 +95,11 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse 
 }
 
 /// `POST /o/authorize/phone/`: sends the SMS code and shows the code page.
-pub async fn phone(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+pub async fn phone(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
     let form = match Form::read(&state, &req, payload).await {
         Ok(form) => form,
         Err(response) => return response,
@@ -109,7 +117,10 @@ pub async fn phone(state: web::Data<AppState>, req: HttpRequest, payload: web::P
             &request,
             &form.csrf,
             raw,
-            Some("That is not a valid phone number. Include the country code, e.g. +44 7700 900123.".into()),
+            Some(
+                "That is not a valid phone number. Include the country code, e.g. +44 7700 900123."
+                    .into(),
+            ),
         );
     };
     let ip = client_ip(&req, &state.core.config.trusted_proxies);
@@ -120,7 +131,9 @@ pub async fn phone(state: web::Data<AppState>, req: HttpRequest, payload: web::P
             &request,
             &form.csrf,
             &phone,
-            Some(format!("Too many codes for now. Try again in {retry_after} seconds.")),
+            Some(format!(
+                "Too many codes for now. Try again in {retry_after} seconds."
+            )),
         ),
         Err(AppError::SmsUnavailable) => phone_page(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -135,7 +148,11 @@ pub async fn phone(state: web::Data<AppState>, req: HttpRequest, payload: web::P
 
 /// `POST /o/authorize/code/`: checks the code, logs the browser in and
 /// goes back to the authorization request, which now shows consent.
-pub async fn code(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+pub async fn code(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
     let form = match Form::read(&state, &req, payload).await {
         Ok(form) => form,
         Err(response) => return response,
@@ -145,7 +162,8 @@ pub async fn code(state: web::Data<AppState>, req: HttpRequest, payload: web::Pa
         Ok(Checked::Refused(refusal)) => return refused(refusal),
         Err(e) => return failed(&e),
     };
-    let Some(phone) = phone::normalize(form.field("phone"), state.core.config.default_region) else {
+    let Some(phone) = phone::normalize(form.field("phone"), state.core.config.default_region)
+    else {
         return phone_page(StatusCode::BAD_REQUEST, &request, &form.csrf, "", None);
     };
     let code = form.field("code").trim().to_string();
@@ -153,7 +171,13 @@ pub async fn code(state: web::Data<AppState>, req: HttpRequest, payload: web::Pa
         let phone = phone.clone();
         state
             .blocking(move |conn, core| {
-                Ok(sessions::log_in_with_code(conn, core, &phone, &code, core.now()))
+                Ok(sessions::log_in_with_code(
+                    conn,
+                    core,
+                    &phone,
+                    &code,
+                    core.now(),
+                ))
             })
             .await
     };
@@ -179,9 +203,7 @@ pub async fn code(state: web::Data<AppState>, req: HttpRequest, payload: web::Pa
                 Some(format!("That code is wrong. {left} {tries} left.")),
             );
         }
-        Ok(Err(LoginError::Failed(
-            AppError::InvalidCode { .. } | AppError::TooManyAttempts,
-        ))) => {
+        Ok(Err(LoginError::Failed(AppError::InvalidCode { .. } | AppError::TooManyAttempts))) => {
             return phone_page(
                 StatusCode::BAD_REQUEST,
                 &request,
@@ -210,7 +232,11 @@ pub async fn code(state: web::Data<AppState>, req: HttpRequest, payload: web::Pa
 }
 
 /// `POST /o/authorize/`: the consent decision.
-pub async fn decide(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+pub async fn decide(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
     let form = match Form::read(&state, &req, payload).await {
         Ok(form) => form,
         Err(response) => return response,
@@ -219,7 +245,9 @@ pub async fn decide(state: web::Data<AppState>, req: HttpRequest, payload: web::
     let (request, viewer) = match check(&state, form.request.clone(), session).await {
         Ok(Checked::Ok(request, Some(viewer))) => (request, viewer),
         // Logged out meanwhile: start the login again.
-        Ok(Checked::Ok(request, None)) => return see_other(&format!("/o/authorize/?{}", request.query)),
+        Ok(Checked::Ok(request, None)) => {
+            return see_other(&format!("/o/authorize/?{}", request.query))
+        }
         Ok(Checked::Refused(refusal)) => return refused(refusal),
         Err(e) => return failed(&e),
     };
@@ -247,13 +275,20 @@ pub async fn decide(state: web::Data<AppState>, req: HttpRequest, payload: web::
 }
 
 /// `POST /o/authorize/logout/`: ends the login session and starts over.
-pub async fn logout(state: web::Data<AppState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+pub async fn logout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
     let form = match Form::read(&state, &req, payload).await {
         Ok(form) => form,
         Err(response) => return response,
     };
     if let Some(token) = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()) {
-        if let Err(e) = state.blocking(move |conn, _| sessions::end(conn, &token)).await {
+        if let Err(e) = state
+            .blocking(move |conn, _| sessions::end(conn, &token))
+            .await
+        {
             return failed(&e);
         }
     }
@@ -274,7 +309,11 @@ struct Form {
 }
 
 impl Form {
-    async fn read(state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<Form, HttpResponse> {
+    async fn read(
+        state: &AppState,
+        req: &HttpRequest,
+        payload: web::Payload,
+    ) -> Result<Form, HttpResponse> {
         let bytes = body::read(payload, FORM_LIMIT).await.map_err(|_| {
             pages::error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -284,7 +323,9 @@ impl Form {
         })?;
         let mut fields = HashMap::new();
         for (k, v) in url::form_urlencoded::parse(&bytes) {
-            fields.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+            fields
+                .entry(k.into_owned())
+                .or_insert_with(|| v.into_owned());
         }
         let sent = fields.get("csrf").map(String::as_str).unwrap_or("");
         let expected = req
@@ -380,9 +421,11 @@ fn see_other(location: &str) -> HttpResponse {
 
 fn refused(refusal: Refusal) -> HttpResponse {
     match refusal {
-        Refusal::Untrusted(message) => {
-            pages::error(StatusCode::BAD_REQUEST, "Invalid authorization request", &message)
-        }
+        Refusal::Untrusted(message) => pages::error(
+            StatusCode::BAD_REQUEST,
+            "Invalid authorization request",
+            &message,
+        ),
         Refusal::Redirect(to) => see_other(to.as_str()),
         Refusal::Failed(e) => failed(&e),
     }

@@ -61,9 +61,7 @@ pub fn builder(status: StatusCode) -> HttpResponseBuilder {
 /// render (it cannot, short of a bug) becomes a plain 500.
 pub fn render(mut builder: HttpResponseBuilder, page: &impl Template) -> HttpResponse {
     match page.render() {
-        Ok(html) => builder
-            .content_type("text/html; charset=utf-8")
-            .body(html),
+        Ok(html) => builder.content_type("text/html; charset=utf-8").body(html),
         Err(e) => {
             tracing::error!(error = %e, "a page did not render");
             HttpResponse::InternalServerError().finish()

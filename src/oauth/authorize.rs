@@ -53,8 +53,7 @@ pub struct AuthRequest {
 /// RFC 7636 §4.1: 43 to 128 unreserved characters (an S256 challenge is 43).
 pub fn is_pkce_string(s: &str) -> bool {
     (43..=128).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
@@ -62,7 +61,10 @@ pub fn is_pkce_string(s: &str) -> bool {
 pub fn validate(store: &OAuthStore<'_>, query: &str) -> Result<AuthRequest, Refusal> {
     let mut params: HashMap<String, Vec<String>> = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        params.entry(k.into_owned()).or_default().push(v.into_owned());
+        params
+            .entry(k.into_owned())
+            .or_default()
+            .push(v.into_owned());
     }
     let single = |name: &str| -> Result<Option<&str>, String> {
         match params.get(name).map(Vec::as_slice) {
@@ -79,9 +81,10 @@ pub fn validate(store: &OAuthStore<'_>, query: &str) -> Result<AuthRequest, Refu
         .ok_or_else(|| Refusal::Untrusted("The request names no client (client_id).".into()))?;
     let requested_uri = single("redirect_uri").map_err(Refusal::Untrusted)?;
     let requested_url = match requested_uri {
-        Some(uri) => Some(ExactUrl::new(uri.to_string()).map_err(|_| {
-            Refusal::Untrusted("The redirect_uri is not a valid URL.".into())
-        })?),
+        Some(uri) => Some(
+            ExactUrl::new(uri.to_string())
+                .map_err(|_| Refusal::Untrusted("The redirect_uri is not a valid URL.".into()))?,
+        ),
         None => None,
     };
     let bound = store.bound_redirect(ClientUrl {

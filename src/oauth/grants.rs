@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 
 use oxide_auth::code_grant::client_credentials as cc_flow;
-use oxide_auth::code_grant::extensions::Pkce;
 use oxide_auth::code_grant::error::AccessTokenErrorType;
+use oxide_auth::code_grant::extensions::Pkce;
 use oxide_auth::code_grant::refresh as refresh_flow;
 use oxide_auth::primitives::grant::{Extensions, Grant};
 use oxide_auth::primitives::issuer::Issuer;
@@ -155,7 +155,8 @@ pub fn authorization_code(
     let code = request
         .param("code")
         .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
-    let bad_code = || OAuthError::invalid_grant("the authorization code is invalid, expired or used");
+    let bad_code =
+        || OAuthError::invalid_grant("the authorization code is invalid, expired or used");
     if !secrets::plausible_token(code) {
         return Err(bad_code().into());
     }
@@ -175,10 +176,16 @@ pub fn authorization_code(
     // RFC 6749 §4.1.3: required and identical if the authorization request had it.
     match request.param("redirect_uri") {
         Some(uri) if uri != row.redirect_uri => {
-            return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request").into())
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            )
+            .into())
         }
         None if row.redirect_uri_sent => {
-            return Err(OAuthError::invalid_request("redirect_uri is required: the authorization request had one").into())
+            return Err(OAuthError::invalid_request(
+                "redirect_uri is required: the authorization request had one",
+            )
+            .into())
         }
         _ => {}
     }
@@ -188,13 +195,23 @@ pub fn authorization_code(
     let verifier = request.param("code_verifier");
     if challenge.is_none() && verifier.is_some() {
         // RFC 9700 §4.8.2: a verifier without a challenge is a downgrade attempt.
-        return Err(OAuthError::invalid_grant("code_verifier sent, but the authorization request had no code_challenge").into());
+        return Err(OAuthError::invalid_grant(
+            "code_verifier sent, but the authorization request had no code_challenge",
+        )
+        .into());
     }
-    let pkce = if client.confidential { Pkce::optional() } else { Pkce::required() };
+    let pkce = if client.confidential {
+        Pkce::optional()
+    } else {
+        Pkce::required()
+    };
     if verifier.is_some_and(|v| !is_pkce_string(v))
         || pkce.verify(challenge, verifier.map(Into::into)).is_err()
     {
-        return Err(OAuthError::invalid_grant("the code_verifier does not match the code_challenge").into());
+        return Err(OAuthError::invalid_grant(
+            "the code_verifier does not match the code_challenge",
+        )
+        .into());
     }
     let grant = Grant {
         owner_id: row.user_id,

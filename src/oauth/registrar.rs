@@ -116,7 +116,8 @@ fn same_loopback_uri(registered: &str, requested: &url::Url) -> bool {
         Some(url::Host::Ipv4(ip)) if ip.is_loopback()
     ) || matches!(registered.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
         || registered.host_str() == Some("localhost");
-    if registered.scheme() != "http" || !loopback || registered.set_port(requested.port()).is_err() {
+    if registered.scheme() != "http" || !loopback || registered.set_port(requested.port()).is_err()
+    {
         return false;
     }
     registered.as_str() == requested.as_str()
@@ -129,12 +130,33 @@ mod tests {
     #[test]
     fn loopback_ports_are_free_and_nothing_else_is() {
         let req = |u: &str| url::Url::parse(u).unwrap();
-        assert!(same_loopback_uri("http://127.0.0.1/cb", &req("http://127.0.0.1:53211/cb")));
-        assert!(same_loopback_uri("http://[::1]:80/cb", &req("http://[::1]:9/cb")));
-        assert!(same_loopback_uri("http://localhost:1/cb", &req("http://localhost:2/cb")));
-        assert!(!same_loopback_uri("http://127.0.0.1/cb", &req("http://127.0.0.1:5/other")));
-        assert!(!same_loopback_uri("https://127.0.0.1/cb", &req("https://127.0.0.1:5/cb")));
-        assert!(!same_loopback_uri("http://example.com/cb", &req("http://example.com:81/cb")));
-        assert!(!same_loopback_uri("http://127.0.0.1/cb", &req("http://127.0.0.2:5/cb")));
+        assert!(same_loopback_uri(
+            "http://127.0.0.1/cb",
+            &req("http://127.0.0.1:53211/cb")
+        ));
+        assert!(same_loopback_uri(
+            "http://[::1]:80/cb",
+            &req("http://[::1]:9/cb")
+        ));
+        assert!(same_loopback_uri(
+            "http://localhost:1/cb",
+            &req("http://localhost:2/cb")
+        ));
+        assert!(!same_loopback_uri(
+            "http://127.0.0.1/cb",
+            &req("http://127.0.0.1:5/other")
+        ));
+        assert!(!same_loopback_uri(
+            "https://127.0.0.1/cb",
+            &req("https://127.0.0.1:5/cb")
+        ));
+        assert!(!same_loopback_uri(
+            "http://example.com/cb",
+            &req("http://example.com:81/cb")
+        ));
+        assert!(!same_loopback_uri(
+            "http://127.0.0.1/cb",
+            &req("http://127.0.0.2:5/cb")
+        ));
     }
 }
