@@ -27,8 +27,11 @@ const CHECKPOINT_EVERY: u64 = 200;
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(500);
 /// Passive checkpoints cannot reset a WAL that writers keep appending to.
 /// Past this many frames (4 KiB pages: 32 MiB) the writer runs one blocking
-/// checkpoint between batches, which empties and truncates the WAL.
+/// checkpoint between batches, after which the WAL starts over from its
+/// beginning (RESTART: measured faster than TRUNCATE, which shrinks and then
+/// regrows the file). A WAL file larger than `WAL_FILE_LIMIT` is cut back.
 const WAL_LIMIT_FRAMES: i64 = 8192;
+const WAL_FILE_LIMIT: i64 = 64 * 1024 * 1024;
 
 type Opener = dyn Fn() -> Result<DbConn, DbError> + Send + Sync;
 
@@ -193,7 +196,7 @@ impl GroupWriter {
         self.committed.notify_all();
         if self.wal_frames.load(Ordering::Relaxed) > self.wal_limit {
             if let Some(conn) = state.conn.as_mut() {
-                if let Err(e) = checkpoint(conn, "TRUNCATE") {
+                if let Err(e) = checkpoint(conn, "RESTART") {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
                 // Whatever happened, the next passive checkpoint measures again.
@@ -267,7 +270,9 @@ impl State {
         }
         if self.conn.is_none() {
             let mut conn = open()?;
-            conn.batch_execute("PRAGMA wal_autocheckpoint = 0")?;
+            conn.batch_execute(&format!(
+                "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_FILE_LIMIT}"
+            ))?;
             self.conn = Some(conn);
         }
         let conn = self
@@ -291,6 +296,22 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use diesel::sql_types::BigInt;
+    use diesel::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    fn count(conn: &mut DbConn, sql: &str) -> i64 {
+        diesel::sql_query(sql)
+            .load::<Count>(conn)
+            .expect("count query")
+            .pop()
+            .map_or(-1, |c| c.n)
+    }
 
     fn temp_db() -> String {
         std::env::temp_dir()
@@ -318,10 +339,10 @@ mod tests {
         }
     }
 
-    /// Under a steady stream of writes the WAL is still emptied now and then
-    /// (passive checkpoints alone would let it grow without end).
+    /// Under a steady stream of writes the WAL still starts over now and then
+    /// (passive checkpoints alone let it grow without end: gigabytes here).
     #[test]
-    fn the_wal_is_truncated_under_steady_writes() {
+    fn the_wal_stays_small_under_steady_writes() {
         let target = temp_db();
         let mut writer = writer_for(&target);
         writer.wal_limit = 64;
@@ -333,11 +354,8 @@ mod tests {
             .expect("create table");
         let wal = format!("{target}-wal");
         let mut largest = 0;
-        let mut emptied = false;
-        let started = std::time::Instant::now();
-        let mut n = 0i64;
-        while !emptied && started.elapsed() < Duration::from_secs(20) {
-            n += 1;
+        // About 100 MiB of WAL frames in all.
+        for n in 0..20_000i64 {
             writer
                 .run(|c| {
                     diesel::sql_query(format!(
@@ -348,32 +366,11 @@ mod tests {
                     .map_err(DbError::from)
                 })
                 .expect("insert");
-            let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-            largest = largest.max(size);
-            emptied = largest > 64 * 4096 && size == 0;
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
         }
-        assert!(
-            emptied,
-            "the WAL grew to {largest} bytes and was never emptied ({n} commits)"
-        );
+        assert!(largest < 16 << 20, "the WAL grew to {largest} bytes");
         drop(writer);
         remove_db(&target);
-    }
-    use diesel::sql_types::BigInt;
-    use diesel::RunQueryDsl;
-
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-
-    fn count(conn: &mut DbConn, sql: &str) -> i64 {
-        diesel::sql_query(sql)
-            .load::<Count>(conn)
-            .expect("count query")
-            .pop()
-            .map_or(-1, |c| c.n)
     }
 
     /// Many threads write at once; every odd one fails after writing. Each

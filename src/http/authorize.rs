@@ -104,8 +104,7 @@ pub async fn phone(
         Ok(form) => form,
         Err(response) => return response,
     };
-    let session = None;
-    let request = match check(&state, form.request.clone(), session).await {
+    let request = match check(&state, form.request.clone(), None).await {
         Ok(Checked::Ok(request, _)) => request,
         Ok(Checked::Refused(refusal)) => return refused(refusal),
         Err(e) => return failed(&e),
@@ -217,7 +216,7 @@ pub async fn code(
         }
         Ok(Err(LoginError::Failed(e))) | Err(e) => return failed(&e),
     };
-    let mut response = see_other(&format!("/o/authorize/?{}", request.query));
+    let mut response = see_other(&back_to(&request.query));
     let cookie = cookie(
         &state.core,
         SESSION_COOKIE,
@@ -245,9 +244,7 @@ pub async fn decide(
     let (request, viewer) = match check(&state, form.request.clone(), session).await {
         Ok(Checked::Ok(request, Some(viewer))) => (request, viewer),
         // Logged out meanwhile: start the login again.
-        Ok(Checked::Ok(request, None)) => {
-            return see_other(&format!("/o/authorize/?{}", request.query))
-        }
+        Ok(Checked::Ok(request, None)) => return see_other(&back_to(&request.query)),
         Ok(Checked::Refused(refusal)) => return refused(refusal),
         Err(e) => return failed(&e),
     };
@@ -292,7 +289,7 @@ pub async fn logout(
             return failed(&e);
         }
     }
-    let mut response = see_other(&format!("/o/authorize/?{}", form.request));
+    let mut response = see_other(&back_to(&form.request));
     let mut gone = cookie(&state.core, SESSION_COOKIE, String::new(), None);
     gone.make_removal();
     if let Err(e) = response.add_cookie(&gone) {
@@ -411,6 +408,15 @@ fn consent_page(request: &AuthRequest, csrf: &str, phone: &str) -> HttpResponse 
             scopes: &request.scope,
         },
     )
+}
+
+/// The authorization page for a request's query string, re-encoded so that
+/// whatever a form sent cannot break out of the Location header or the path.
+fn back_to(query: &str) -> String {
+    let clean: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(url::form_urlencoded::parse(query.as_bytes()))
+        .finish();
+    format!("/o/authorize/?{clean}")
 }
 
 fn see_other(location: &str) -> HttpResponse {
