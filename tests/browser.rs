@@ -114,10 +114,10 @@ impl Driver {
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let url = format!("{}{}", self.base, path);
         let request = self.http.request(method.clone(), &url);
-        let request = if method == reqwest::Method::GET {
-            request
-        } else {
+        let request = if method == reqwest::Method::POST {
             request.json(&body)
+        } else {
+            request
         };
         let response: Value = request
             .send()
