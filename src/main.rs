@@ -81,6 +81,9 @@ enum ClientCommand {
         /// Allowed scopes (repeat, or space-separated).
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// An RFC 8707 resource (absolute URI) the client may ask tokens for; repeat for more.
+        #[arg(long = "resource")]
+        resources: Vec<String>,
         /// Print {"client_id", "client_secret"} as JSON.
         #[arg(long)]
         json: bool,
@@ -206,6 +209,7 @@ fn client(config: &Config, command: ClientCommand) -> Result<(), String> {
             public,
             redirect_uris,
             scopes,
+            resources,
             json,
         } => {
             let grant_types = grant_types
@@ -220,6 +224,7 @@ fn client(config: &Config, command: ClientCommand) -> Result<(), String> {
                 grant_types,
                 redirect_uris,
                 scopes,
+                resources,
             };
             let (client, secret) =
                 clients::create(&mut conn, &spec, SystemClock.now()).map_err(describe)?;
@@ -322,6 +327,7 @@ fn client_json(c: &Client) -> serde_json::Value {
         "grant_types": c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
         "redirect_uris": c.redirect_uris,
         "scopes": c.scopes,
+        "resources": c.resources,
         "disabled": c.disabled,
     })
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use base64::Engine;
-use common::browser::{Browser, Page};
+use common::browser::Browser;
 use common::{expect_error, new_phone, split, TestServer};
 use phonekey::oauth::clients::{GrantType, NewClient};
 use sha2::Digest;
@@ -43,6 +43,7 @@ fn apps(server: &TestServer) -> Apps {
         grant_types: grants.clone(),
         redirect_uris: vec![REDIRECT.into(), LOOPBACK.into()],
         scopes: vec!["read".into(), "write".into()],
+        resources: vec![],
     });
     let (confidential_id, secret) = server.register(&NewClient {
         name: "Web App".into(),
@@ -50,6 +51,7 @@ fn apps(server: &TestServer) -> Apps {
         grant_types: grants,
         redirect_uris: vec![REDIRECT.into()],
         scopes: vec!["read".into()],
+        resources: vec![],
     });
     Apps {
         public_id,
@@ -65,24 +67,6 @@ fn authorize_url(params: &[(&str, &str)]) -> String {
     format!("/o/authorize/?{query}")
 }
 
-/// Logs the browser in on the phone and code pages; returns the page after
-/// the redirect back to the authorization request (the consent page).
-async fn log_in(server: &TestServer, browser: &Browser, start: &Page, phone: &str) -> Page {
-    assert_eq!(start.status, 200, "{}", start.html);
-    let code_page = browser
-        .submit(start, "/o/authorize/phone/", &[("phone", phone)])
-        .await;
-    assert_eq!(code_page.status, 200, "{}", code_page.html);
-    let code = server.sms.last_code(phone);
-    let logged_in = browser
-        .submit(&code_page, "/o/authorize/code/", &[("code", &code)])
-        .await;
-    assert_eq!(logged_in.status, 303, "{}", logged_in.html);
-    let back = logged_in.location.clone().expect("back to authorize");
-    assert!(back.starts_with("/o/authorize/?"), "{back}");
-    browser.get(&back).await
-}
-
 /// The whole flow for the public app; returns (code, redirect params).
 async fn approved_code(
     server: &TestServer,
@@ -92,17 +76,13 @@ async fn approved_code(
     phone: &str,
 ) -> String {
     let start = browser
-        .get(&authorize_url(&[
-            ("response_type", "code"),
-            ("client_id", &apps.public_id),
-            ("redirect_uri", REDIRECT),
-            ("scope", "read"),
-            ("state", "st-1"),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-        ]))
+        .get(&public_request(
+            apps,
+            pkce,
+            &[("scope", "read"), ("state", "st-1")],
+        ))
         .await;
-    let consent = log_in(server, browser, &start, phone).await;
+    let consent = browser.log_in(server, &start, phone).await;
     let approved = browser
         .submit(&consent, "/o/authorize/", &[("decision", "approve")])
         .await;
@@ -110,6 +90,40 @@ async fn approved_code(
     let params = approved.redirect_params();
     assert_eq!(params.get("state").map(String::as_str), Some("st-1"));
     params.get("code").expect("code").clone()
+}
+
+/// The public app's authorization request with its PKCE challenge.
+fn public_request(apps: &Apps, pkce: &Pkce, extra: &[(&str, &str)]) -> String {
+    let mut params = vec![
+        ("response_type", "code"),
+        ("client_id", apps.public_id.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", pkce.challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    params.extend_from_slice(extra);
+    authorize_url(&params)
+}
+
+/// The public app exchanges a code.
+async fn redeem(
+    server: &TestServer,
+    apps: &Apps,
+    code: &str,
+    redirect: &str,
+    verifier: &str,
+) -> (u16, serde_json::Value) {
+    exchange(
+        server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect),
+            ("client_id", &apps.public_id),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
 }
 
 async fn exchange(server: &TestServer, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
@@ -138,15 +152,11 @@ async fn phone_login_consent_and_pkce_exchange() {
     let phone = new_phone();
 
     let start = browser
-        .get(&authorize_url(&[
-            ("response_type", "code"),
-            ("client_id", &apps.public_id),
-            ("redirect_uri", REDIRECT),
-            ("scope", "read write"),
-            ("state", "opaque state"),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-        ]))
+        .get(&public_request(
+            &apps,
+            &pkce,
+            &[("scope", "read write"), ("state", "opaque state")],
+        ))
         .await;
     assert_eq!(start.status, 200);
     // The client's name is escaped, not markup.
@@ -213,17 +223,7 @@ async fn phone_login_consent_and_pkce_exchange() {
     assert_eq!(params["iss"], server.base);
     let code = params["code"].clone();
 
-    let (status, tokens) = exchange(
-        &server,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("client_id", &apps.public_id),
-            ("code_verifier", &pkce.verifier),
-        ],
-    )
-    .await;
+    let (status, tokens) = redeem(&server, &apps, &code, REDIRECT, &pkce.verifier).await;
     assert_eq!(status, 200, "{tokens}");
     assert_eq!(tokens["token_type"], "Bearer");
     assert_eq!(tokens["scope"], "read write");
@@ -247,17 +247,7 @@ async fn phone_login_consent_and_pkce_exchange() {
     assert_eq!(status, 200, "{refreshed}");
 
     // Reuse of the code: refused, and everything it issued is revoked.
-    let (status, body) = exchange(
-        &server,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("client_id", &apps.public_id),
-            ("code_verifier", &pkce.verifier),
-        ],
-    )
-    .await;
+    let (status, body) = redeem(&server, &apps, &code, REDIRECT, &pkce.verifier).await;
     expect_error(status, &body, 400, "invalid_grant");
     assert_eq!(introspect(&server, &apps, access).await["active"], false);
     let new_access = refreshed["access_token"].as_str().expect("access");
@@ -290,13 +280,7 @@ async fn a_logged_in_browser_skips_the_code_and_can_log_out() {
     assert_eq!(server.sms.messages().len(), 1);
 
     let again = pkce();
-    let url = authorize_url(&[
-        ("response_type", "code"),
-        ("client_id", &apps.public_id),
-        ("redirect_uri", REDIRECT),
-        ("code_challenge", &again.challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let url = public_request(&apps, &again, &[]);
     let consent = browser.get(&url).await;
     assert!(consent.has_form("/o/authorize/"), "{}", consent.html);
     assert_eq!(server.sms.messages().len(), 1, "no second SMS");
@@ -324,16 +308,9 @@ async fn deny_sends_access_denied_to_the_client() {
     let browser = Browser::new(&server.base);
     let pkce = pkce();
     let start = browser
-        .get(&authorize_url(&[
-            ("response_type", "code"),
-            ("client_id", &apps.public_id),
-            ("redirect_uri", REDIRECT),
-            ("state", "s"),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-        ]))
+        .get(&public_request(&apps, &pkce, &[("state", "s")]))
         .await;
-    let consent = log_in(&server, &browser, &start, &new_phone()).await;
+    let consent = browser.log_in(&server, &start, &new_phone()).await;
     let denied = browser
         .submit(&consent, "/o/authorize/", &[("decision", "deny")])
         .await;
@@ -385,7 +362,7 @@ async fn confidential_clients_without_pkce_and_the_redirect_uri_rule() {
             ("client_id", &apps.confidential_id),
         ]))
         .await;
-    let consent = log_in(&server, &browser, &start, &new_phone()).await;
+    let consent = browser.log_in(&server, &start, &new_phone()).await;
     let approved = browser
         .submit(&consent, "/o/authorize/", &[("decision", "approve")])
         .await;
@@ -488,17 +465,7 @@ async fn codes_expire_after_a_minute() {
     let pkce = pkce();
     let code = approved_code(&server, &browser, &apps, &pkce, &new_phone()).await;
     server.clock.advance(61);
-    let (status, body) = exchange(
-        &server,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("client_id", &apps.public_id),
-            ("code_verifier", &pkce.verifier),
-        ],
-    )
-    .await;
+    let (status, body) = redeem(&server, &apps, &code, REDIRECT, &pkce.verifier).await;
     expect_error(status, &body, 400, "invalid_grant");
 }
 
@@ -571,6 +538,7 @@ async fn trusted_requests_send_their_errors_to_the_client() {
         grant_types: vec![GrantType::Otp],
         redirect_uris: vec![REDIRECT.into()],
         scopes: vec![],
+        resources: vec![],
     });
     let browser = Browser::new(&server.base);
     let pkce = pkce();
@@ -661,13 +629,7 @@ async fn forms_without_the_csrf_token_are_refused() {
     let apps = apps(&server);
     let browser = Browser::new(&server.base);
     let pkce = pkce();
-    let start_url = authorize_url(&[
-        ("response_type", "code"),
-        ("client_id", &apps.public_id),
-        ("redirect_uri", REDIRECT),
-        ("code_challenge", &pkce.challenge),
-        ("code_challenge_method", "S256"),
-    ]);
+    let start_url = public_request(&apps, &pkce, &[]);
     let start = browser.get(&start_url).await;
     let phone = new_phone();
     let mut fields = start.form("/o/authorize/phone/");
@@ -693,7 +655,7 @@ async fn forms_without_the_csrf_token_are_refused() {
     assert!(server.sms.messages().is_empty(), "no SMS for a forged form");
 
     // Consent without a token: no code is issued.
-    let consent = log_in(&server, &browser, &start, &phone).await;
+    let consent = browser.log_in(&server, &start, &phone).await;
     let mut fields = consent.form("/o/authorize/");
     fields.retain(|(n, _)| n != "csrf");
     fields.push(("decision".into(), "approve".into()));
@@ -718,24 +680,14 @@ async fn native_apps_may_use_any_loopback_port() {
             ("code_challenge_method", "S256"),
         ]))
         .await;
-    let consent = log_in(&server, &browser, &start, &new_phone()).await;
+    let consent = browser.log_in(&server, &start, &new_phone()).await;
     let approved = browser
         .submit(&consent, "/o/authorize/", &[("decision", "approve")])
         .await;
     let location = approved.location.clone().expect("location");
     assert!(location.starts_with(&format!("{redirect}?")), "{location}");
     let code = approved.redirect_params()["code"].clone();
-    let (status, body) = exchange(
-        &server,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", redirect),
-            ("client_id", &apps.public_id),
-            ("code_verifier", &pkce.verifier),
-        ],
-    )
-    .await;
+    let (status, body) = redeem(&server, &apps, &code, redirect, &pkce.verifier).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -746,15 +698,7 @@ async fn without_auto_created_users_an_unknown_phone_cannot_log_in() {
     let browser = Browser::new(&server.base);
     let pkce = pkce();
     let phone = new_phone();
-    let start = browser
-        .get(&authorize_url(&[
-            ("response_type", "code"),
-            ("client_id", &apps.public_id),
-            ("redirect_uri", REDIRECT),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-        ]))
-        .await;
+    let start = browser.get(&public_request(&apps, &pkce, &[])).await;
     let code_page = browser
         .submit(&start, "/o/authorize/phone/", &[("phone", &phone)])
         .await;
@@ -771,7 +715,7 @@ async fn without_auto_created_users_an_unknown_phone_cannot_log_in() {
     server.clock.advance(cooldown);
     server.signed_up_user(&phone).await;
     server.clock.advance(cooldown);
-    let consent = log_in(&server, &browser, &start, &phone).await;
+    let consent = browser.log_in(&server, &start, &phone).await;
     assert!(consent.has_form("/o/authorize/"), "{}", consent.html);
 }
 
@@ -781,15 +725,7 @@ async fn https_issuers_get_secure_cookies() {
     let apps = apps(&server);
     let browser = Browser::new(&server.base);
     let pkce = pkce();
-    let page = browser
-        .get(&authorize_url(&[
-            ("response_type", "code"),
-            ("client_id", &apps.public_id),
-            ("redirect_uri", REDIRECT),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-        ]))
-        .await;
+    let page = browser.get(&public_request(&apps, &pkce, &[])).await;
     let cookie = page.set_cookie("phonekey_csrf").expect("cookie");
     assert!(cookie.contains("Secure"), "{cookie}");
 }

@@ -276,6 +276,7 @@ async fn a_person_signs_in_with_chromium() {
         grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
         redirect_uris: vec!["http://127.0.0.1/callback".into()],
         scopes: vec!["profile".into()],
+        resources: vec![],
     });
     let (port, seen) = callback_server();
     let redirect = format!("http://127.0.0.1:{port}/callback");

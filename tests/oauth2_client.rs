@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::browser::Browser;
-use common::{new_phone, TestServer};
+use common::{jwt_claims, new_phone, TestServer};
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge,
@@ -68,6 +68,7 @@ async fn authorization_code_with_pkce_then_refresh() {
         grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
         redirect_uris: vec![REDIRECT.into()],
         scopes: vec!["read".into(), "write".into()],
+        resources: vec![],
     });
     let endpoints = discover(&server).await;
     let client = BasicClient::new(ClientId::new(client_id.clone()))
@@ -180,6 +181,7 @@ async fn client_credentials_and_password_with_both_auth_styles() {
         ],
         redirect_uris: vec![],
         scopes: vec!["jobs".into(), "reports".into()],
+        resources: vec![],
     });
     let secret = secret.expect("secret");
     let endpoints = discover(&server).await;
@@ -272,14 +274,4 @@ async fn client_credentials_and_password_with_both_auth_styles() {
         }
         other => panic!("expected invalid_client, got {other:?}"),
     }
-}
-
-/// The JWT's claims, unverified (other tests check signatures).
-fn jwt_claims(jwt: &str) -> Value {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url");
-    serde_json::from_slice(&bytes).expect("claims JSON")
 }

@@ -19,6 +19,8 @@ pub struct ClientRow {
     pub default_scope: String,
     pub created_at: i64,
     pub disabled_at: Option<i64>,
+    /// Space-separated RFC 8707 resource URIs the client may ask tokens for.
+    pub resources: String,
 }
 
 pub fn insert(conn: &mut DbConn, row: &ClientRow) -> DbResult<()> {

@@ -23,6 +23,8 @@ pub struct AuthCodeRow {
     /// Whether the authorization request named the redirect URI (RFC 6749
     /// §4.1.3: then the token request must repeat it).
     pub redirect_uri_sent: bool,
+    /// The RFC 8707 resource the authorization request named.
+    pub resource: Option<String>,
 }
 
 pub fn insert(conn: &mut DbConn, row: &AuthCodeRow) -> DbResult<()> {

@@ -12,6 +12,7 @@ diesel::table! {
         default_scope -> Text,
         created_at -> BigInt,
         disabled_at -> Nullable<BigInt>,
+        resources -> Text,
     }
 }
 
@@ -78,6 +79,7 @@ diesel::table! {
         used_at -> Nullable<BigInt>,
         family -> Text,
         redirect_uri_sent -> Bool,
+        resource -> Nullable<Text>,
     }
 }
 
@@ -100,6 +102,7 @@ diesel::table! {
         issued_at -> BigInt,
         expires_at -> BigInt,
         revoked -> Bool,
+        audience -> Nullable<Text>,
     }
 }
 
@@ -115,6 +118,7 @@ diesel::table! {
         expires_at -> BigInt,
         used_at -> Nullable<BigInt>,
         revoked -> Bool,
+        resource -> Nullable<Text>,
     }
 }
 

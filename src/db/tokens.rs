@@ -18,6 +18,8 @@ pub struct AccessTokenRow {
     pub issued_at: i64,
     pub expires_at: i64,
     pub revoked: bool,
+    /// The `aud` it was issued for, when not the default audience.
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -33,6 +35,8 @@ pub struct RefreshTokenRow {
     pub expires_at: i64,
     pub used_at: Option<i64>,
     pub revoked: bool,
+    /// The RFC 8707 resource its access tokens are for (their `aud`).
+    pub resource: Option<String>,
 }
 
 pub fn insert_access(conn: &mut DbConn, row: &AccessTokenRow) -> DbResult<()> {

@@ -100,14 +100,9 @@ pub async fn phone(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let form = match Form::read(&state, &req, payload).await {
-        Ok(form) => form,
+    let (form, request, _) = match posted(&state, &req, payload, None).await {
+        Ok(posted) => posted,
         Err(response) => return response,
-    };
-    let request = match check(&state, form.request.clone(), None).await {
-        Ok(Checked::Ok(request, _)) => request,
-        Ok(Checked::Refused(refusal)) => return refused(refusal),
-        Err(e) => return failed(&e),
     };
     let raw = form.field("phone");
     let Some(phone) = phone::normalize(raw, state.core.config.default_region) else {
@@ -152,14 +147,9 @@ pub async fn code(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let form = match Form::read(&state, &req, payload).await {
-        Ok(form) => form,
+    let (form, request, _) = match posted(&state, &req, payload, None).await {
+        Ok(posted) => posted,
         Err(response) => return response,
-    };
-    let request = match check(&state, form.request.clone(), None).await {
-        Ok(Checked::Ok(request, _)) => request,
-        Ok(Checked::Refused(refusal)) => return refused(refusal),
-        Err(e) => return failed(&e),
     };
     let Some(phone) = phone::normalize(form.field("phone"), state.core.config.default_region)
     else {
@@ -236,17 +226,14 @@ pub async fn decide(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let form = match Form::read(&state, &req, payload).await {
-        Ok(form) => form,
+    let session = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string());
+    let (form, request, viewer) = match posted(&state, &req, payload, session).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
-    let session = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string());
-    let (request, viewer) = match check(&state, form.request.clone(), session).await {
-        Ok(Checked::Ok(request, Some(viewer))) => (request, viewer),
-        // Logged out meanwhile: start the login again.
-        Ok(Checked::Ok(request, None)) => return see_other(&back_to(&request.query)),
-        Ok(Checked::Refused(refusal)) => return refused(refusal),
-        Err(e) => return failed(&e),
+    // Logged out meanwhile: start the login again.
+    let Some(viewer) = viewer else {
+        return see_other(&back_to(&request.query));
     };
     match form.field("decision") {
         "approve" => {
@@ -296,6 +283,22 @@ pub async fn logout(
         tracing::error!(error = %e, "could not clear the session cookie");
     }
     response
+}
+
+/// A POSTed form with a good CSRF token, and its authorization request,
+/// checked again; or the page that says why not.
+async fn posted(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    session: Option<String>,
+) -> Result<(Form, Box<AuthRequest>, Option<Viewer>), HttpResponse> {
+    let form = Form::read(state, req, payload).await?;
+    match check(state, form.request.clone(), session).await {
+        Ok(Checked::Ok(request, viewer)) => Ok((form, request, viewer)),
+        Ok(Checked::Refused(refusal)) => Err(refused(refusal)),
+        Err(e) => Err(failed(&e)),
+    }
 }
 
 /// A POSTed form whose CSRF token matched its cookie.

@@ -43,6 +43,8 @@ pub struct AuthRequest {
     pub redirect_uri: Url,
     pub redirect_uri_sent: bool,
     pub scope: Vec<String>,
+    /// RFC 8707: the resource the tokens are for (their `aud`).
+    pub resource: Option<String>,
     pub state: Option<String>,
     /// The PKCE challenge, encoded by oxide-auth, for the grant's extensions.
     pkce: Option<oxide_auth::primitives::grant::Value>,
@@ -186,12 +188,16 @@ pub fn validate(store: &OAuthStore<'_>, query: &str) -> Result<AuthRequest, Refu
     let scope = client
         .grant_scope(get("scope")?)
         .map_err(|e| refuse("invalid_scope", &e.description))?;
+    let resource = client
+        .resource(get("resource")?)
+        .map_err(|e| refuse("invalid_target", &e.description))?;
 
     Ok(AuthRequest {
         client,
         redirect_uri,
         redirect_uri_sent: requested_uri.is_some(),
         scope,
+        resource,
         state,
         pkce,
         query: query.to_string(),
@@ -223,6 +229,7 @@ pub fn approve(
     };
     *store.family.borrow_mut() = Some(secrets::random_urlsafe(16));
     store.redirect_uri_sent = request.redirect_uri_sent;
+    *store.audience.borrow_mut() = request.resource.clone();
     let code = store.authorize(grant).map_err(|()| {
         store
             .take_failure()

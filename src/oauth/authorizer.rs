@@ -80,6 +80,7 @@ impl Authorizer for OAuthStore<'_> {
                 .clone()
                 .unwrap_or_else(|| secrets::random_urlsafe(16)),
             redirect_uri_sent: self.redirect_uri_sent,
+            resource: self.audience.borrow().clone(),
         };
         self.conn()
             .write_tx(|c| db::codes_auth::insert(c, &row))

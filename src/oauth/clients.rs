@@ -64,6 +64,8 @@ pub struct Client {
     pub default_scope: Vec<String>,
     pub created_at: i64,
     pub disabled: bool,
+    /// RFC 8707 resources (absolute URIs) this client may name as a token's audience.
+    pub resources: Vec<String>,
 }
 
 impl From<ClientRow> for Client {
@@ -81,6 +83,7 @@ impl From<ClientRow> for Client {
             name: row.name,
             created_at: row.created_at,
             disabled: row.disabled_at.is_some(),
+            resources: split(&row.resources).collect(),
         }
     }
 }
@@ -112,6 +115,28 @@ impl Client {
             (Some(stored), Some(s)) => Sha256Secrets.check(&self.id, s, stored.as_bytes()).is_ok(),
             (Some(_), None) => false,
         }
+    }
+
+    /// The audience a token gets for an RFC 8707 `resource` parameter: none
+    /// means the default audience; anything else must be one of the client's
+    /// resources (`invalid_target`).
+    pub fn resource(&self, requested: Option<&str>) -> Result<Option<String>, OAuthError> {
+        let Some(requested) = requested else {
+            return Ok(None);
+        };
+        if !is_resource_uri(requested) {
+            return Err(OAuthError::new(
+                super::OAuthErrorKind::InvalidTarget,
+                "resource must be an absolute URI without a fragment",
+            ));
+        }
+        if !self.resources.iter().any(|r| r == requested) {
+            return Err(OAuthError::new(
+                super::OAuthErrorKind::InvalidTarget,
+                format!("this client may not ask for tokens for {requested:?}"),
+            ));
+        }
+        Ok(Some(requested.to_string()))
     }
 
     /// The scope a token gets: the request's if the client may have all of it,
@@ -163,6 +188,8 @@ pub struct NewClient {
     pub grant_types: Vec<GrantType>,
     pub redirect_uris: Vec<String>,
     pub scopes: Vec<String>,
+    /// RFC 8707 resources it may ask tokens for.
+    pub resources: Vec<String>,
 }
 
 /// Registers a client; returns it and, for confidential clients, the secret,
@@ -204,9 +231,16 @@ pub fn create(conn: &mut Conn, spec: &NewClient, now: i64) -> AppResult<(Client,
         default_scope: scopes.join(" "),
         created_at: now,
         disabled_at: None,
+        resources: spec.resources.join(" "),
     };
     conn.write_tx(|conn| db::clients::insert(conn, &row))?;
     Ok((Client::from(row), secret))
+}
+
+/// RFC 8707 §2: an absolute URI without a fragment.
+fn is_resource_uri(uri: &str) -> bool {
+    matches!(url::Url::parse(uri), Ok(u) if u.fragment().is_none())
+        && !uri.contains(char::is_whitespace)
 }
 
 fn validate(spec: &NewClient) -> AppResult<()> {
@@ -232,6 +266,11 @@ fn validate(spec: &NewClient) -> AppResult<()> {
                 ))
             }
         }
+    }
+    if let Some(bad_uri) = spec.resources.iter().find(|r| !is_resource_uri(r)) {
+        return bad(&format!(
+            "resource {bad_uri:?} is not an absolute URI without a fragment"
+        ));
     }
     for scope in spec.scopes.iter().flat_map(|s| s.split_whitespace()) {
         if scope
@@ -267,6 +306,7 @@ mod tests {
             default_scope: "read".into(),
             created_at: 0,
             disabled_at: None,
+            resources: "https://api.example/".into(),
         })
     }
 
@@ -299,6 +339,22 @@ mod tests {
             c.grant_scope(Some("admin")).unwrap_err().kind,
             super::super::OAuthErrorKind::InvalidScope
         );
+    }
+
+    #[test]
+    fn resources() {
+        let c = client(true);
+        assert_eq!(c.resource(None).unwrap(), None);
+        assert_eq!(
+            c.resource(Some("https://api.example/")).unwrap().as_deref(),
+            Some("https://api.example/")
+        );
+        for bad in ["https://other.example/", "api", "https://api.example/#x"] {
+            assert_eq!(
+                c.resource(Some(bad)).unwrap_err().kind,
+                super::super::OAuthErrorKind::InvalidTarget
+            );
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! RFC 6749 §5.2 errors: the only codes the token endpoint speaks.
+//! RFC 6749 §5.2 errors (and RFC 8707's `invalid_target`): the only codes
+//! the token endpoint speaks.
 
 use std::fmt;
 
@@ -17,6 +18,8 @@ pub enum OAuthErrorKind {
     UnsupportedGrantType,
     /// The scope is unknown, malformed, or exceeds what the client may ask for.
     InvalidScope,
+    /// RFC 8707: the `resource` is malformed or not one the client may name.
+    InvalidTarget,
 }
 
 impl OAuthErrorKind {
@@ -28,6 +31,7 @@ impl OAuthErrorKind {
             OAuthErrorKind::UnauthorizedClient => "unauthorized_client",
             OAuthErrorKind::UnsupportedGrantType => "unsupported_grant_type",
             OAuthErrorKind::InvalidScope => "invalid_scope",
+            OAuthErrorKind::InvalidTarget => "invalid_target",
         }
     }
 }

@@ -189,6 +189,15 @@ pub fn authorization_code(
         }
         _ => {}
     }
+    // RFC 8707 §2.2: the token request may repeat the code's resource, no other.
+    if store.requested_resource.is_some() && store.requested_resource != row.resource {
+        return Err(OAuthError::new(
+            OAuthErrorKind::InvalidTarget,
+            "the authorization code was not granted for this resource",
+        )
+        .into());
+    }
+    *store.audience.borrow_mut() = row.resource.clone();
     let mut extensions = decode_extensions(&row.extensions)
         .ok_or_else(|| AppError::Internal("a stored authorization code is corrupt".into()))?;
     let challenge = extensions.remove(&Pkce::required());

@@ -86,7 +86,7 @@ pub fn introspect(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppRe
             let mut info = json!({
                 "active": true, "token_type": "Bearer", "scope": row.scope, "client_id": row.client_id,
                 "sub": sub, "exp": row.expires_at, "iat": row.issued_at, "iss": issuer,
-                "aud": core.config.tokens.audience, "jti": row.jti,
+                "aud": row.audience.as_deref().unwrap_or(&core.config.tokens.audience), "jti": row.jti,
             });
             if let Some(name) = username(&mut conn, row.user_id.as_deref())? {
                 info["username"] = json!(name);

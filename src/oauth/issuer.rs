@@ -49,10 +49,13 @@ impl OAuthStore<'_> {
         let ttl = core.config.tokens.access_ttl;
         let scope = scope_string(&grant.scope);
         let jti = secrets::random_urlsafe(16);
+        let resource = self.audience.borrow().clone();
         let access_token = core.keys().sign(&AccessClaims {
             iss: core.config.issuer.clone(),
             sub: grant.owner_id.clone(),
-            aud: core.config.tokens.audience.clone(),
+            aud: resource
+                .clone()
+                .unwrap_or_else(|| core.config.tokens.audience.clone()),
             exp: now + ttl,
             iat: now,
             jti: jti.clone(),
@@ -77,6 +80,7 @@ impl OAuthStore<'_> {
             issued_at: now,
             expires_at: now + ttl,
             revoked: false,
+            audience: resource.clone(),
         };
         let refresh_row =
             refresh_token
@@ -93,6 +97,7 @@ impl OAuthStore<'_> {
                     expires_at: now + core.config.tokens.refresh_ttl,
                     used_at: None,
                     revoked: false,
+                    resource,
                 });
         let spend_code = self.spend_code.borrow_mut().take();
         self.conn().write_tx(|conn| {
@@ -211,6 +216,15 @@ impl Issuer for OAuthStore<'_> {
         if row.expires_at <= self.now {
             return Ok(None);
         }
+        // RFC 8707 §2.2: a refresh may name the resource it was granted for, no other.
+        if self.requested_resource.is_some() && self.requested_resource != row.resource {
+            self.fail(AppError::OAuth(OAuthError::new(
+                super::OAuthErrorKind::InvalidTarget,
+                "the refresh token was not granted for this resource",
+            )));
+            return Err(());
+        }
+        *self.audience.borrow_mut() = row.resource.clone();
         *self.family.borrow_mut() = Some(row.family.clone());
         Ok(Some(Grant {
             owner_id: row.user_id.unwrap_or_else(|| row.client_id.clone()),

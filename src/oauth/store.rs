@@ -40,6 +40,11 @@ pub struct OAuthStore<'a> {
     pub(super) spend_code: RefCell<Option<String>>,
     /// Whether the authorization request being approved named its redirect URI.
     pub(super) redirect_uri_sent: bool,
+    /// The RFC 8707 resource the request named, checked against the client.
+    pub(super) requested_resource: Option<String>,
+    /// The `aud` of the tokens `issue` makes (and of a code `authorize`
+    /// stores); `None` is the configured default audience.
+    pub(super) audience: RefCell<Option<String>>,
     pub(super) issued: RefCell<Option<Issued>>,
     /// oxide-auth's client_credentials flow asks for an extension system; we have none.
     pub(super) no_extension: (),
@@ -58,6 +63,8 @@ impl<'a> OAuthStore<'a> {
             family: RefCell::new(None),
             spend_code: RefCell::new(None),
             redirect_uri_sent: false,
+            requested_resource: None,
+            audience: RefCell::new(None),
             issued: RefCell::new(None),
             no_extension: (),
         }

@@ -32,6 +32,8 @@ pub fn token(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppResult<
         )
         .into());
     }
+    store.requested_resource = client.resource(request.param("resource"))?;
+    *store.audience.borrow_mut() = store.requested_resource.clone();
     match grant {
         GrantType::Otp => grants::otp(&mut store, request, &client),
         GrantType::RefreshToken => grants::refresh(&mut store, request, &credentials),

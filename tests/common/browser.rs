@@ -125,6 +125,24 @@ impl Browser {
         self.finish(response).await
     }
 
+    /// Logs in on the phone and code pages from `start`; returns the page
+    /// after the redirect back to the authorization request (the consent page).
+    pub async fn log_in(&self, server: &super::TestServer, start: &Page, phone: &str) -> Page {
+        assert_eq!(start.status, 200, "{}", start.html);
+        let code_page = self
+            .submit(start, "/o/authorize/phone/", &[("phone", phone)])
+            .await;
+        assert_eq!(code_page.status, 200, "{}", code_page.html);
+        let code = server.sms.last_code(phone);
+        let logged_in = self
+            .submit(&code_page, "/o/authorize/code/", &[("code", &code)])
+            .await;
+        assert_eq!(logged_in.status, 303, "{}", logged_in.html);
+        let back = logged_in.location.clone().expect("back to authorize");
+        assert!(back.starts_with("/o/authorize/?"), "{back}");
+        self.get(&back).await
+    }
+
     /// Submits the page's form whose action is `action`, with its inputs
     /// plus `typed` (which replace inputs of the same name).
     pub async fn submit(&self, page: &Page, action: &str, typed: &[(&str, &str)]) -> Page {

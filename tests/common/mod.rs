@@ -288,6 +288,7 @@ impl TestServer {
             grant_types: grants.to_vec(),
             redirect_uris: vec![],
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            resources: vec![],
         })
     }
 
@@ -439,6 +440,16 @@ impl TestServer {
             .expect("request");
         split(response).await
     }
+}
+
+/// A JWT's claims, unverified (other tests check signatures).
+pub fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("claims JSON")
 }
 
 /// Asserts a JSON error answer: its status and its `error` code.
