@@ -1,5 +1,5 @@
 //! What every request needs besides a database connection: configuration,
-//! the server's HMAC key, the signing keys and the clock. Loaded at start; the
+//! the server's HMAC key, the signing keys, the clock and the client cache. Loaded at start; the
 //! keys are reloaded every few seconds to pick up rotations.
 
 use std::sync::{Arc, RwLock};
@@ -8,6 +8,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::{self, DbConn};
 use crate::error::AppResult;
+use crate::oauth::clients::ClientCache;
 use crate::oauth::keys::KeyRing;
 use crate::secrets::{self, Hasher};
 
@@ -16,6 +17,8 @@ pub struct Core {
     pub hasher: Hasher,
     keys: RwLock<Arc<KeyRing>>,
     pub clock: SharedClock,
+    /// Client applications, read on every token call, kept for a moment.
+    pub clients: ClientCache,
 }
 
 impl Core {
@@ -33,6 +36,7 @@ impl Core {
             keys: RwLock::new(Arc::new(keys)),
             clock,
             config,
+            clients: ClientCache::default(),
         })
     }
 

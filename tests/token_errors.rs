@@ -349,3 +349,25 @@ async fn refresh_token_errors() {
         .await;
     expect_error(status, &body, 400, "invalid_grant");
 }
+
+/// Client rows are cached per process for `CLIENT_CACHE_FOR`: a client
+/// deleted in the database (by the CLI or another instance) is refused once
+/// that time has passed.
+#[tokio::test]
+async fn a_deleted_client_is_refused_after_the_cache_window() {
+    let server = TestServer::start();
+    let (id, secret) = server.client(&[GrantType::ClientCredentials], true);
+    let secret = secret.expect("secret");
+    let form = [("grant_type", "client_credentials")];
+    let (status, body, _) = server.token_basic(&id, &secret, &form).await;
+    assert_eq!(status, 200, "{body}");
+
+    let mut conn = phonekey::db::connect_once(&server.config.database).expect("connect");
+    assert!(phonekey::db::clients::delete(&mut conn, &id).expect("delete"));
+    std::thread::sleep(
+        phonekey::oauth::clients::CLIENT_CACHE_FOR + std::time::Duration::from_millis(100),
+    );
+
+    let (status, body, _) = server.token_basic(&id, &secret, &form).await;
+    expect_error(status, &body, 401, "invalid_client");
+}

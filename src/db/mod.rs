@@ -63,6 +63,20 @@ impl Conn {
         }
     }
 
+    /// A write of exactly one statement, which is atomic by itself: on MySQL
+    /// it runs in autocommit, sparing the BEGIN and COMMIT round trips; on
+    /// SQLite it joins the group commit like any other write.
+    pub fn write_one<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        E: From<DbError>,
+        F: FnOnce(&mut DbConn) -> Result<T, E>,
+    {
+        match &self.writer {
+            Some(writer) => writer.run(f),
+            None => f(&mut self.inner),
+        }
+    }
+
     /// Records how the last use went: a lost connection is dropped from the
     /// pool; a working one needs no test query on its next checkout.
     pub fn record(&mut self, connection_lost: bool) {

@@ -100,6 +100,12 @@ impl OAuthStore<'_> {
                     resource,
                 });
         let spend_code = self.spend_code.borrow_mut().take();
+        if spend.is_none() && spend_code.is_none() && refresh_row.is_none() {
+            // client_credentials: one INSERT, no transaction needed.
+            self.conn()
+                .write_one(|conn| db::tokens::insert_access(conn, &access_row))?;
+            return Ok(self.record_issued(access_token, None, ttl, scope));
+        }
         self.conn().write_tx(|conn| {
             if let Some(code_hash) = &spend_code {
                 if !db::codes_auth::consume(conn, code_hash, now)? {
@@ -121,14 +127,24 @@ impl OAuthStore<'_> {
             }
             Ok::<_, AppError>(())
         })?;
+        Ok(self.record_issued(access_token, refresh_token, ttl, scope))
+    }
+
+    fn record_issued(
+        &self,
+        access_token: String,
+        refresh_token: Option<String>,
+        expires_in: i64,
+        scope: String,
+    ) -> Issued {
         let issued = Issued {
             access_token,
             refresh_token,
-            expires_in: ttl,
+            expires_in,
             scope,
         };
         *self.issued.borrow_mut() = Some(issued.clone());
-        Ok(issued)
+        issued
     }
 
     pub(super) fn revoke_family(&self, family: &str) {

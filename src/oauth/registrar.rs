@@ -16,7 +16,8 @@ use crate::error::AppError;
 use crate::secrets;
 
 impl OAuthStore<'_> {
-    /// The client, from the per-request cache or the database.
+    /// The client, from the per-request cache, the process's client cache
+    /// or the database.
     pub(super) fn load_client(&self, client_id: &str) -> Result<Client, RegistrarError> {
         if let Some(client) = self.client.borrow().as_ref().filter(|c| c.id == client_id) {
             return Ok(client.clone());
@@ -24,10 +25,15 @@ impl OAuthStore<'_> {
         if !secrets::plausible_token(client_id) {
             return Err(RegistrarError::Unspecified);
         }
+        if let Some(client) = self.core.clients.get(client_id) {
+            *self.client.borrow_mut() = Some(client.clone());
+            return Ok(client);
+        }
         let found = db::clients::find(&mut self.conn(), client_id);
         match found {
             Ok(Some(row)) => {
                 let client = Client::from(row);
+                self.core.clients.put(&client);
                 *self.client.borrow_mut() = Some(client.clone());
                 Ok(client)
             }
