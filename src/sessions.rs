@@ -36,21 +36,19 @@ pub fn log_in_with_code(
     code: &str,
     now: i64,
 ) -> Result<NewSession, LoginError> {
-    let mut no_user = false;
     let result = otp::verify_code(conn, core, phone, code, now, |c| {
         let user = match db::users::find_by_phone(c, phone)? {
             Some(user) => user,
             None if core.config.otp.auto_create_users => users::user_for_phone(c, phone, now)?,
-            None => {
-                no_user = true;
-                return Err(AppError::NotFound);
-            }
+            // Rolls the spend back too: the code stays usable once the user exists.
+            None => return Err(AppError::NotFound),
         };
         start(c, core, &user, now)
     });
     match result {
         Ok(session) => Ok(session),
-        Err(_) if no_user => Err(LoginError::NoUser),
+        // Nothing else in verifying a code answers NotFound.
+        Err(AppError::NotFound) => Err(LoginError::NoUser),
         Err(e) => Err(LoginError::Failed(e)),
     }
 }

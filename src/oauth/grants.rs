@@ -101,9 +101,7 @@ fn issue_for_user(
     };
     store.with_refresh = client.allows(GrantType::RefreshToken);
     store.issue(grant).map_err(|()| store_failure(store))?;
-    store
-        .take_issued()
-        .ok_or_else(|| AppError::Internal("issuer returned no token".into()))
+    store.take_issued()
 }
 
 /// `grant_type=password` (RFC 6749 §4.3; legacy, for clients that allow it):
@@ -165,9 +163,12 @@ pub fn authorization_code(
     let Some(row) = row.filter(|r| r.client_id == client.id) else {
         return Err(bad_code().into());
     };
-    if row.used_at.is_some() {
+    let reused = |store: &OAuthStore<'_>| {
         tracing::warn!(client_id = %client.id, "authorization code used twice; its tokens are revoked");
         store.revoke_family(&row.family);
+    };
+    if row.used_at.is_some() {
+        reused(store);
         return Err(bad_code().into());
     }
     if row.expires_at <= store.now {
@@ -239,14 +240,11 @@ pub fn authorization_code(
         let err = store_failure(store);
         if matches!(err, AppError::OAuth(_)) {
             // Lost the race for the code: the winner's tokens are revoked too.
-            tracing::warn!(client_id = %client.id, "authorization code used twice; its tokens are revoked");
-            store.revoke_family(&row.family);
+            reused(store);
         }
         return Err(err);
     }
-    store
-        .take_issued()
-        .ok_or_else(|| AppError::Internal("issuer returned no token".into()))
+    store.take_issued()
 }
 
 /// The token endpoint speaks RFC 6749 codes only: every failed proof is invalid_grant.
@@ -273,9 +271,7 @@ pub fn refresh(
         secret: credentials.secret.as_deref().unwrap_or(""),
     };
     match refresh_flow::refresh(store, &adapter) {
-        Ok(_) => store
-            .take_issued()
-            .ok_or_else(|| AppError::Internal("issuer returned no token".into())),
+        Ok(_) => store.take_issued(),
         Err(refresh_flow::Error::Invalid(mut description)) => {
             let kind = error_kind(description.description().kind());
             let message = match kind {
@@ -334,9 +330,7 @@ pub fn client_credentials(
     pending
         .issue(store, credentials.client_id.clone(), false)
         .map_err(|e| failed(store, e))?;
-    store
-        .take_issued()
-        .ok_or_else(|| AppError::Internal("issuer returned no token".into()))
+    store.take_issued()
 }
 
 impl cc_flow::Endpoint for OAuthStore<'_> {

@@ -8,7 +8,7 @@ use std::cell::{RefCell, RefMut};
 use super::clients::Client;
 use crate::core::Core;
 use crate::db::Conn;
-use crate::error::AppError;
+use crate::error::{AppError, AppResult};
 
 /// An access token (and refresh token) as issued, for the response.
 #[derive(Debug, Clone)]
@@ -82,8 +82,12 @@ impl<'a> OAuthStore<'a> {
         self.failure.borrow_mut().take()
     }
 
-    pub fn take_issued(&self) -> Option<Issued> {
-        self.issued.borrow_mut().take()
+    /// What the last `issue` produced; every flow that succeeded issued something.
+    pub fn take_issued(&self) -> AppResult<Issued> {
+        self.issued
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| AppError::Internal("issuer returned no token".into()))
     }
 
     pub fn client(&self) -> Option<Client> {

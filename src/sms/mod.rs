@@ -39,6 +39,21 @@ pub trait SmsProvider: Send + Sync {
     fn send<'a>(&'a self, message: &'a SmsMessage) -> SendFuture<'a>;
 }
 
+/// Sends a provider's HTTP request: any 2xx is delivered. Errors leave the
+/// URL out, since it may carry credentials.
+async fn deliver(request: reqwest::RequestBuilder) -> Result<(), SmsError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| SmsError::Unreachable(e.without_url().to_string()))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(SmsError::Refused(status.as_u16()))
+    }
+}
+
 /// The message text from the configured template.
 pub fn render(template: &str, host: &str, code: &str) -> String {
     template.replace("{host}", host).replace("{code}", code)

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use super::{SendFuture, SmsError, SmsMessage, SmsProvider};
+use super::{SendFuture, SmsMessage, SmsProvider};
 
 /// Twilio's Messages API: a form POST with the account's SID and auth token
 /// as Basic credentials; 2xx is accepted for delivery.
@@ -51,7 +51,7 @@ impl SmsProvider for TwilioProvider {
             } else {
                 "From"
             };
-            let response = self
+            let request = self
                 .client
                 .post(&self.url)
                 .basic_auth(&self.account_sid, Some(&self.auth_token))
@@ -59,16 +59,8 @@ impl SmsProvider for TwilioProvider {
                     ("To", message.to.as_str()),
                     (sender, self.from.as_str()),
                     ("Body", message.body.as_str()),
-                ])
-                .send()
-                .await
-                .map_err(|e| SmsError::Unreachable(e.without_url().to_string()))?;
-            let status = response.status();
-            if status.is_success() {
-                Ok(())
-            } else {
-                Err(SmsError::Refused(status.as_u16()))
-            }
+                ]);
+            super::deliver(request).await
         })
     }
 }

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use super::{SendFuture, SmsError, SmsMessage, SmsProvider};
+use super::{SendFuture, SmsMessage, SmsProvider};
 
 /// POSTs `{"to", "body", "code"}` as JSON; any 2xx is delivered, anything else
 /// (or no answer within the timeout) is a failure.
@@ -26,21 +26,8 @@ impl SmsProvider for WebhookProvider {
     }
 
     fn send<'a>(&'a self, message: &'a SmsMessage) -> SendFuture<'a> {
-        Box::pin(async move {
-            let response = self
-                .client
-                .post(self.url.clone())
-                .json(message)
-                .send()
-                .await
-                // Without the URL: it may carry credentials.
-                .map_err(|e| SmsError::Unreachable(e.without_url().to_string()))?;
-            let status = response.status();
-            if status.is_success() {
-                Ok(())
-            } else {
-                Err(SmsError::Refused(status.as_u16()))
-            }
-        })
+        Box::pin(super::deliver(
+            self.client.post(self.url.clone()).json(message),
+        ))
     }
 }
