@@ -315,7 +315,7 @@ pub fn create(conn: &mut Conn, core: &Core, input: &Value, now: i64) -> AppResul
 
     let password_hash = password.as_deref().map(hash_password).transpose()?;
     let user = UserRow {
-        id: secrets::random_hex(16),
+        id: new_user_id(),
         username,
         email,
         first_name,
@@ -348,19 +348,30 @@ pub fn create(conn: &mut Conn, core: &Core, input: &Value, now: i64) -> AppResul
     Ok(UserView::new(&user, Some(&account)))
 }
 
-/// The otp grant's WhatsApp-style sign-up: a user with only a phone.
-pub fn create_for_phone(conn: &mut Conn, phone: &str, now: i64) -> AppResult<UserRow> {
-    conn.write_tx(|conn| user_for_phone(conn, phone, now))
+/// A fresh user id (128 random bits, hex).
+pub fn new_user_id() -> String {
+    secrets::random_hex(16)
 }
 
-/// The phone's user, created with only the phone if there is none; for use
-/// inside a write transaction.
+/// The phone's user, created with only the phone if there is none (the
+/// WhatsApp-style sign-up); for use inside a write transaction.
 pub fn user_for_phone(conn: &mut DbConn, phone: &str, now: i64) -> AppResult<UserRow> {
+    user_for_phone_as(conn, phone, new_user_id(), now)
+}
+
+/// As `user_for_phone`, with the id a new user gets chosen by the caller
+/// (who may already have signed a token for it).
+pub fn user_for_phone_as(
+    conn: &mut DbConn,
+    phone: &str,
+    new_id: String,
+    now: i64,
+) -> AppResult<UserRow> {
     if let Some(user) = db::users::find_by_phone(conn, phone)? {
         return Ok(user);
     }
     let user = UserRow {
-        id: secrets::random_hex(16),
+        id: new_id,
         username: auto_username(),
         email: None,
         first_name: String::new(),
@@ -417,7 +428,7 @@ pub fn create_superuser(
         ));
     }
     let user = UserRow {
-        id: secrets::random_hex(16),
+        id: new_user_id(),
         username: username.to_string(),
         email: (!email.is_empty()).then(|| email.to_lowercase()),
         first_name: String::new(),

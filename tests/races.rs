@@ -64,7 +64,9 @@ async fn parallel_refreshes_yield_one_new_pair() {
     let secret = secret.unwrap();
     let (_phone, tokens) = server.user_tokens(&id, &secret).await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
-    let results = statuses(|| {
+    // Every racer reads the token as unused before any of them can spend it.
+    let held = server.db.hold_writes("refresh_tokens");
+    let racing = statuses(|| {
         let (server, id, secret, refresh) =
             (server.clone(), id.clone(), secret.clone(), refresh.clone());
         async move {
@@ -76,8 +78,12 @@ async fn parallel_refreshes_yield_one_new_pair() {
                 )
                 .await
         }
-    })
-    .await;
+    });
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        held.release();
+    };
+    let (results, ()) = tokio::join!(racing, release);
     assert_eq!(count(&results, 200), 1, "{results:?}");
     assert_eq!(count(&results, 400), RACERS - 1, "{results:?}");
     assert!(results
@@ -132,20 +138,64 @@ async fn parallel_ticket_use_yields_one_user_and_one_token() {
             phone.clone(),
             ticket.clone(),
         );
-        async move {
-            server
-                .token_basic(
-                    &id,
-                    &secret,
-                    &[
-                        ("grant_type", "otp"),
-                        ("phone", &phone),
-                        ("secret_identifier", &ticket),
-                    ],
-                )
-                .await
-        }
+        async move { server.otp_grant(&id, &secret, &phone, &ticket).await }
     })
     .await;
     assert_eq!(count(&tokens, 200), 1, "{tokens:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_first_logins_of_one_phone_make_one_user() {
+    // Each login reads "no user yet", signs for the user it is about to
+    // create, and stores its tokens in the transaction that spends its proof:
+    // all but the first must find the new user there and sign again for it.
+    let server = std::sync::Arc::new(TestServer::start_with(&[
+        ("PHONEKEY_OTP_AUTO_CREATE_USERS", "true"),
+        ("PHONEKEY_OTP_RESEND_SECONDS", "0"),
+        ("PHONEKEY_OTP_PER_PHONE_HOUR", "0"),
+    ]));
+    let (id, secret) = server.client(&[GrantType::Otp], true);
+    let secret = secret.unwrap();
+    let phone = new_phone();
+    let mut tickets = Vec::new();
+    for _ in 0..RACERS {
+        tickets.push(server.verified_ticket(&phone).await);
+    }
+    // The racers' writes wait behind a lock of the test's own until all of
+    // them have read that the phone has no user yet.
+    let held = server.db.hold_writes("verification_tickets");
+    let handles: Vec<_> = tickets
+        .into_iter()
+        .map(|ticket| {
+            let (server, id, secret, phone) =
+                (server.clone(), id.clone(), secret.clone(), phone.clone());
+            tokio::spawn(async move { server.otp_grant(&id, &secret, &phone, &ticket).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    held.release();
+    let mut subjects = std::collections::HashSet::new();
+    for h in handles {
+        let (status, body, _) = h.await.expect("request task");
+        assert_eq!(status, 200, "{body}");
+        let token = body["access_token"].as_str().expect("access token");
+        let sub = jwt_claims(token)["sub"].as_str().expect("sub").to_string();
+        // The stored record agrees with the signed token.
+        let (status, info, _) = server
+            .post_form(
+                "/o/introspect/",
+                &[
+                    ("token", token),
+                    ("client_id", &id),
+                    ("client_secret", &secret),
+                ],
+                &new_ip(),
+            )
+            .await;
+        assert_eq!(status, 200, "{info}");
+        assert_eq!(info["active"], true, "{info}");
+        assert_eq!(info["sub"], sub.as_str(), "{info}");
+        subjects.insert(sub);
+    }
+    assert_eq!(subjects.len(), 1, "one user for one phone: {subjects:?}");
 }

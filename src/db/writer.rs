@@ -26,7 +26,7 @@ const KEEP_FAILURES: usize = 64;
 const CHECKPOINT_EVERY: u64 = 200;
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(500);
 /// Passive checkpoints cannot reset a WAL that writers keep appending to.
-/// Past this many frames (4 KiB pages: 32 MiB) the writer runs one blocking
+/// Past this many frames (8 MiB of 1 KiB pages) the writer runs one blocking
 /// checkpoint between batches, after which the WAL starts over from its
 /// beginning (RESTART: measured faster than TRUNCATE, which shrinks and then
 /// regrows the file). A WAL file larger than `WAL_FILE_LIMIT` is cut back.

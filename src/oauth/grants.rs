@@ -14,7 +14,7 @@ use oxide_auth::primitives::registrar::{BoundClient, RegisteredUrl, Registrar};
 use super::authorize::is_pkce_string;
 use super::authorizer::decode_extensions;
 use super::clients::{Client, GrantType};
-use super::issuer::{no_redirect, timestamp};
+use super::issuer::{no_redirect, store_tokens, timestamp};
 use super::request::{ClientCredentials, TokenRequest};
 use super::store::{Issued, OAuthStore};
 use super::token::store_failure;
@@ -54,25 +54,70 @@ pub fn otp(
     // The scope is settled before the proof is spent, so a bad scope costs no code.
     let scope = client.grant_scope(request.param("scope"))?;
 
+    // One transaction spends the proof, creates the user if need be and
+    // stores the tokens: a proof is spent exactly when tokens exist, and a
+    // login costs one commit. The token is signed before it, for the phone's
+    // user as read now or for the user about to be created.
     let now = store.now;
-    let user_id = {
-        let mut conn = store.conn();
-        otp::consume_proof(&mut conn, core, &phone, proof, now).map_err(as_invalid_grant)?;
-        match crate::db::users::find_by_phone(&mut conn, &phone)? {
-            Some(user) => user.id,
-            None if core.config.otp.auto_create_users => {
-                users::create_for_phone(&mut conn, &phone, now)?.id
-            }
-            None => {
-                return Err(OAuthError::invalid_grant(
-                    "no user has this phone; create one with /api/v1/user/ first",
-                )
-                .into())
-            }
-        }
+    let known = crate::db::users::find_by_phone(&mut store.conn(), &phone)?;
+    let auto_create = core.config.otp.auto_create_users;
+    let new_id = users::new_user_id();
+    let Some(user_id) = known.map(|u| u.id).or(auto_create.then(|| new_id.clone())) else {
+        // As with a wrong proof, the attempt counts: the proof is spent.
+        otp::consume_proof(&mut store.conn(), core, &phone, proof, now, |_| Ok(()))
+            .map_err(as_invalid_grant)?;
+        return Err(no_user());
     };
+    let mut grant = user_grant(store, client, user_id, scope)?;
+    store.with_refresh = client.allows(GrantType::RefreshToken);
+    let mut tokens = store.prepare_tokens(&grant, None)?;
+    let store_ref = &*store;
+    otp::consume_proof(&mut store_ref.conn(), core, &phone, proof, now, |conn| {
+        let owner = if auto_create {
+            users::user_for_phone_as(conn, &phone, new_id, now)?.id
+        } else {
+            crate::db::users::find_by_phone(conn, &phone)?
+                .ok_or_else(no_user)?
+                .id
+        };
+        if owner != grant.owner_id {
+            // The phone's user changed since the read above: sign for the real one.
+            grant.owner_id = owner;
+            tokens = store_ref.prepare_tokens(&grant, None)?;
+        }
+        store_tokens(conn, &tokens, None, None, now)
+    })
+    .map_err(as_invalid_grant)?;
+    Ok(store.record_issued(tokens))
+}
 
-    issue_for_user(store, client, user_id, scope)
+fn no_user() -> AppError {
+    OAuthError::invalid_grant("no user has this phone; create one with /api/v1/user/ first").into()
+}
+
+/// The grant a user's tokens carry, after the registrar's scope negotiation.
+fn user_grant(
+    store: &OAuthStore<'_>,
+    client: &Client,
+    user_id: String,
+    scope: Vec<String>,
+) -> AppResult<Grant> {
+    let bound = BoundClient {
+        client_id: Cow::Borrowed(client.id.as_str()),
+        redirect_uri: Cow::Owned(RegisteredUrl::Semantic(no_redirect())),
+    };
+    let scope = scope.join(" ").parse().ok();
+    let pre = store
+        .negotiate(bound, scope)
+        .map_err(|_| store_failure(store))?;
+    Ok(Grant {
+        owner_id: user_id,
+        client_id: pre.client_id,
+        scope: pre.scope,
+        redirect_uri: pre.redirect_uri.into_url(),
+        until: timestamp(store.now + store.core.config.tokens.access_ttl),
+        extensions: Extensions::new(),
+    })
 }
 
 /// Issues tokens to `user_id` through the registrar's scope negotiation and
@@ -83,22 +128,7 @@ fn issue_for_user(
     user_id: String,
     scope: Vec<String>,
 ) -> AppResult<Issued> {
-    let bound = BoundClient {
-        client_id: Cow::Borrowed(client.id.as_str()),
-        redirect_uri: Cow::Owned(RegisteredUrl::Semantic(no_redirect())),
-    };
-    let scope = scope.join(" ").parse().ok();
-    let pre = store
-        .negotiate(bound, scope)
-        .map_err(|_| store_failure(store))?;
-    let grant = Grant {
-        owner_id: user_id,
-        client_id: pre.client_id,
-        scope: pre.scope,
-        redirect_uri: pre.redirect_uri.into_url(),
-        until: timestamp(store.now + store.core.config.tokens.access_ttl),
-        extensions: Extensions::new(),
-    };
+    let grant = user_grant(store, client, user_id, scope)?;
     store.with_refresh = client.allows(GrantType::RefreshToken);
     store.issue(grant).map_err(|()| store_failure(store))?;
     store.take_issued()

@@ -13,7 +13,7 @@ use url::Url;
 use super::keys::AccessClaims;
 use super::store::{Issued, OAuthStore};
 use super::OAuthError;
-use crate::db::{self, tokens::AccessTokenRow, tokens::RefreshTokenRow};
+use crate::db::{self, tokens::AccessTokenRow, tokens::RefreshTokenRow, DbConn};
 use crate::error::{AppError, AppResult};
 use crate::secrets;
 
@@ -37,13 +37,51 @@ pub(super) fn scope_string(scope: &oxide_auth::primitives::scope::Scope) -> Stri
     tokens.join(" ")
 }
 
+/// Signed tokens and the rows that record them, ready to be stored.
+pub(super) struct Prepared {
+    issued: Issued,
+    access_row: AccessTokenRow,
+    refresh_row: Option<RefreshTokenRow>,
+}
+
+/// Stores prepared tokens inside the caller's write transaction, after
+/// spending the authorization code (by hash) and the refresh token being
+/// rotated, if any: an exchange happens once or not at all, and tokens exist
+/// as soon as what bought them counts as used.
+pub(super) fn store_tokens(
+    conn: &mut DbConn,
+    tokens: &Prepared,
+    spend_refresh: Option<&str>,
+    spend_code: Option<&str>,
+    now: i64,
+) -> AppResult<()> {
+    if let Some(code_hash) = spend_code {
+        if !db::codes_auth::consume(conn, code_hash, now)? {
+            return Err(AppError::OAuth(OAuthError::invalid_grant(
+                "the authorization code was already used",
+            )));
+        }
+    }
+    if let Some(old) = spend_refresh {
+        if !db::tokens::spend_refresh(conn, &secrets::sha256_hex(old.as_bytes()), now)? {
+            return Err(AppError::OAuth(OAuthError::invalid_grant(
+                "the refresh token was already used",
+            )));
+        }
+    }
+    db::tokens::insert_access(conn, &tokens.access_row)?;
+    if let Some(row) = &tokens.refresh_row {
+        db::tokens::insert_refresh(conn, row)?;
+    }
+    Ok(())
+}
+
 impl OAuthStore<'_> {
-    /// Signs an access token and stores it, with a refresh token when the
-    /// grant calls for one. `spend` is the refresh token being rotated (and
-    /// `spend_code` the authorization code being exchanged): it is spent in
-    /// the same transaction, so an exchange happens once or not at all, and
-    /// tokens exist as soon as the code counts as used.
-    fn issue_tokens(&self, grant: &Grant, spend: Option<&str>) -> AppResult<Issued> {
+    /// Signs an access token for `grant` (and makes a refresh token when the
+    /// grant calls for one) without touching the database, so that signing
+    /// never runs inside a transaction. `spend` is the refresh token being
+    /// rotated, recorded as the new one's parent.
+    pub(super) fn prepare_tokens(&self, grant: &Grant, spend: Option<&str>) -> AppResult<Prepared> {
         let core = self.core;
         let now = self.now;
         let ttl = core.config.tokens.access_ttl;
@@ -99,54 +137,41 @@ impl OAuthStore<'_> {
                     revoked: false,
                     resource,
                 });
+        Ok(Prepared {
+            issued: Issued {
+                access_token,
+                refresh_token,
+                expires_in: ttl,
+                scope,
+            },
+            access_row,
+            refresh_row,
+        })
+    }
+
+    /// Signs and stores tokens for `grant` in a transaction of their own,
+    /// spending `spend` (a refresh token) or the authorization code set in
+    /// `spend_code` in it.
+    fn issue_tokens(&self, grant: &Grant, spend: Option<&str>) -> AppResult<Issued> {
+        let tokens = self.prepare_tokens(grant, spend)?;
         let spend_code = self.spend_code.borrow_mut().take();
-        if spend.is_none() && spend_code.is_none() && refresh_row.is_none() {
+        let now = self.now;
+        if spend.is_none() && spend_code.is_none() && tokens.refresh_row.is_none() {
             // client_credentials: one INSERT, no transaction needed.
             self.conn()
-                .write_one(|conn| db::tokens::insert_access(conn, &access_row))?;
-            return Ok(self.record_issued(access_token, None, ttl, scope));
+                .write_one(|conn| db::tokens::insert_access(conn, &tokens.access_row))?;
+        } else {
+            self.conn()
+                .write_tx(|conn| store_tokens(conn, &tokens, spend, spend_code.as_deref(), now))?;
         }
-        self.conn().write_tx(|conn| {
-            if let Some(code_hash) = &spend_code {
-                if !db::codes_auth::consume(conn, code_hash, now)? {
-                    return Err(AppError::OAuth(OAuthError::invalid_grant(
-                        "the authorization code was already used",
-                    )));
-                }
-            }
-            if let Some(old) = spend {
-                if !db::tokens::spend_refresh(conn, &secrets::sha256_hex(old.as_bytes()), now)? {
-                    return Err(AppError::OAuth(OAuthError::invalid_grant(
-                        "the refresh token was already used",
-                    )));
-                }
-            }
-            db::tokens::insert_access(conn, &access_row)?;
-            if let Some(row) = &refresh_row {
-                db::tokens::insert_refresh(conn, row)?;
-            }
-            Ok::<_, AppError>(())
-        })?;
-        Ok(self.record_issued(access_token, refresh_token, ttl, scope))
+        Ok(self.record_issued(tokens))
     }
 
-    fn record_issued(
-        &self,
-        access_token: String,
-        refresh_token: Option<String>,
-        expires_in: i64,
-        scope: String,
-    ) -> Issued {
-        let issued = Issued {
-            access_token,
-            refresh_token,
-            expires_in,
-            scope,
-        };
-        *self.issued.borrow_mut() = Some(issued.clone());
-        issued
+    /// Keeps what was issued for `take_issued`, and returns it.
+    pub(super) fn record_issued(&self, tokens: Prepared) -> Issued {
+        *self.issued.borrow_mut() = Some(tokens.issued.clone());
+        tokens.issued
     }
-
     pub(super) fn revoke_family(&self, family: &str) {
         if let Err(e) = self
             .conn()

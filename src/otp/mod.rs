@@ -109,44 +109,39 @@ pub fn verify_code<T>(
     then: impl FnOnce(&mut DbConn) -> AppResult<T>,
 ) -> AppResult<T> {
     let max = core.config.otp.max_attempts;
-    let live = db::codes::find_live(conn, phone)?;
-    let row = match live {
-        Some(row) if row.expires_at > now => row,
-        // Expired and absent look the same.
-        _ => {
-            return Err(AppError::InvalidCode {
-                attempts_left: None,
-            })
-        }
-    };
-    if row.attempts >= max {
-        return Err(AppError::TooManyAttempts);
-    }
-    if code.len() > 64 {
-        return Err(AppError::invalid_request("code is too long"));
-    }
-    let matched = secrets::ct_eq(&code_hash(core, phone, code), &row.code_hash);
-    // The attempt is spent by a conditional update, so that however many
-    // guesses race, only the first `max` can count.
-    if matched {
-        let won = conn.write_tx(|conn| {
-            if !db::codes::spend_attempt(conn, &row.id, true, max, now)? {
-                return Ok(None);
+    // Lookup, comparison and attempt are one transaction (one commit per
+    // try). A miss is returned as a value so that its attempt is committed.
+    conn.write_tx(|conn| {
+        let row = match db::codes::find_live(conn, phone)? {
+            Some(row) if row.expires_at > now => row,
+            // Expired and absent look the same.
+            _ => {
+                return Ok(Err(AppError::InvalidCode {
+                    attempts_left: None,
+                }))
             }
-            then(conn).map(Some)
-        })?;
-        match won {
-            Some(value) => Ok(value),
-            None => Err(lost_attempt(conn, &row.id, max)?),
+        };
+        if row.attempts >= max {
+            return Ok(Err(AppError::TooManyAttempts));
         }
-    } else if conn.write_tx(|conn| db::codes::spend_attempt(conn, &row.id, false, max, now))? {
+        if code.len() > 64 {
+            return Ok(Err(AppError::invalid_request("code is too long")));
+        }
+        let matched = secrets::ct_eq(&code_hash(core, phone, code), &row.code_hash);
+        // The attempt is spent by a conditional update, so that however many
+        // guesses race (on MySQL, from other connections), only the first
+        // `max` can count.
+        if !db::codes::spend_attempt(conn, &row.id, matched, max, now)? {
+            return Ok(Err(lost_attempt(conn, &row.id, max)?));
+        }
+        if matched {
+            return then(conn).map(Ok);
+        }
         let used = db::codes::attempts(conn, &row.id)?.unwrap_or(max);
-        Err(AppError::InvalidCode {
+        Ok(Err(AppError::InvalidCode {
             attempts_left: Some((max - used).max(0)),
-        })
-    } else {
-        Err(lost_attempt(conn, &row.id, max)?)
-    }
+        }))
+    })?
 }
 
 /// Why a conditional attempt did not land: the code ran out of attempts, or
@@ -193,26 +188,30 @@ pub fn verify_for_ticket(
     })
 }
 
-/// Spends the proof of `phone` for the otp grant; errors are the domain's
-/// (the token endpoint turns them into invalid_grant).
-pub fn consume_proof(
+/// Spends the proof of `phone` for the otp grant and runs `then` in the same
+/// transaction, so that what the proof buys exists exactly when it is spent.
+/// Errors are the domain's (the token endpoint turns them into invalid_grant).
+pub fn consume_proof<T>(
     conn: &mut Conn,
     core: &Core,
     phone: &str,
     proof: Proof<'_>,
     now: i64,
-) -> AppResult<()> {
+    then: impl FnOnce(&mut DbConn) -> AppResult<T>,
+) -> AppResult<T> {
     match proof {
-        Proof::Code(code) => verify_code(conn, core, phone, code, now, |_| Ok(())),
+        Proof::Code(code) => verify_code(conn, core, phone, code, now, then),
         Proof::Ticket(secret) => {
-            if !secrets::plausible_token(secret)
-                || !conn.write_tx(|conn| {
-                    db::tickets::consume_for_token(conn, &ticket_hash(core, secret), phone, now)
-                })?
-            {
+            if !secrets::plausible_token(secret) {
                 return Err(AppError::InvalidSecretIdentifier);
             }
-            Ok(())
+            let hash = ticket_hash(core, secret);
+            conn.write_tx(|conn| {
+                if !db::tickets::consume_for_token(conn, &hash, phone, now)? {
+                    return Err(AppError::InvalidSecretIdentifier);
+                }
+                then(conn)
+            })
         }
     }
 }

@@ -102,6 +102,55 @@ impl TestDb {
     }
 }
 
+/// The database's write lock, taken by a connection of the test's own: the
+/// server's reads go on while its writes wait, so that racing requests can
+/// all be made to read before any of them writes.
+pub enum WritesHeld {
+    Sqlite(diesel::SqliteConnection),
+    #[cfg(feature = "mysql")]
+    Mysql(diesel::MysqlConnection),
+}
+
+impl TestDb {
+    /// Holds the write lock of SQLite, or on MySQL a read lock on `table`
+    /// (the first table the writes to be held touch).
+    pub fn hold_writes(&self, table: &str) -> WritesHeld {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        match self {
+            TestDb::Sqlite(dir) => {
+                let path = dir.0.join("phonekey.db");
+                let mut conn = diesel::SqliteConnection::establish(&path.display().to_string())
+                    .expect("open the test database");
+                let _ = table;
+                conn.batch_execute("BEGIN IMMEDIATE")
+                    .expect("take the write lock");
+                WritesHeld::Sqlite(conn)
+            }
+            #[cfg(feature = "mysql")]
+            TestDb::Mysql { .. } => {
+                let mut conn = diesel::MysqlConnection::establish(&self.url()).expect("connect");
+                conn.batch_execute(&format!("LOCK TABLES {table} READ"))
+                    .expect("lock the table");
+                WritesHeld::Mysql(conn)
+            }
+            #[cfg(not(feature = "mysql"))]
+            TestDb::Mysql { .. } => panic!("built without MySQL support"),
+        }
+    }
+}
+
+impl WritesHeld {
+    pub fn release(self) {
+        use diesel::connection::SimpleConnection;
+        match self {
+            WritesHeld::Sqlite(mut conn) => conn.batch_execute("COMMIT").expect("release"),
+            #[cfg(feature = "mysql")]
+            WritesHeld::Mysql(mut conn) => conn.batch_execute("UNLOCK TABLES").expect("release"),
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let TestDb::Mysql { admin_url, name } = self {
@@ -408,19 +457,29 @@ impl TestServer {
     pub async fn user_tokens(&self, id: &str, secret: &str) -> (String, Value) {
         let phone = new_phone();
         let (ticket, _) = self.signed_up_user(&phone).await;
-        let (status, tokens, _) = self
-            .token_basic(
-                id,
-                secret,
-                &[
-                    ("grant_type", "otp"),
-                    ("phone", &phone),
-                    ("secret_identifier", &ticket),
-                ],
-            )
-            .await;
+        let (status, tokens, _) = self.otp_grant(id, secret, &phone, &ticket).await;
         assert_eq!(status, 200, "otp grant: {tokens}");
         (phone, tokens)
+    }
+
+    /// The otp grant with a verification ticket, client authenticated by Basic.
+    pub async fn otp_grant(
+        &self,
+        id: &str,
+        secret: &str,
+        phone: &str,
+        ticket: &str,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.token_basic(
+            id,
+            secret,
+            &[
+                ("grant_type", "otp"),
+                ("phone", phone),
+                ("secret_identifier", ticket),
+            ],
+        )
+        .await
     }
 
     /// POSTs to the token endpoint with HTTP Basic client authentication.
