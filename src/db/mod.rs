@@ -65,14 +65,14 @@ impl Conn {
 
     /// A write of exactly one statement, which is atomic by itself: on MySQL
     /// it runs in autocommit, sparing the BEGIN and COMMIT round trips; on
-    /// SQLite it joins the group commit like any other write.
+    /// SQLite it joins the group commit without a savepoint of its own.
     pub fn write_one<T, E, F>(&mut self, f: F) -> Result<T, E>
     where
         E: From<DbError>,
         F: FnOnce(&mut DbConn) -> Result<T, E>,
     {
         match &self.writer {
-            Some(writer) => writer.run(f),
+            Some(writer) => writer.run_one(f),
             None => f(&mut self.inner),
         }
     }

@@ -13,6 +13,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sqlite::Sqlite;
+use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
 
 use super::{DbConn, DbError};
 
@@ -99,6 +102,24 @@ impl GroupWriter {
         E: From<DbError>,
         F: FnOnce(&mut DbConn) -> Result<T, E>,
     {
+        self.run_in(true, f)
+    }
+
+    /// `run` for `f` that executes exactly one statement: a statement that
+    /// fails undoes itself, so no savepoint is needed.
+    pub fn run_one<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        E: From<DbError>,
+        F: FnOnce(&mut DbConn) -> Result<T, E>,
+    {
+        self.run_in(false, f)
+    }
+
+    fn run_in<T, E, F>(&self, savepoint: bool, f: F) -> Result<T, E>
+    where
+        E: From<DbError>,
+        F: FnOnce(&mut DbConn) -> Result<T, E>,
+    {
         self.queued.fetch_add(1, Ordering::SeqCst);
         let mut state = self.lock();
         self.queued.fetch_sub(1, Ordering::SeqCst);
@@ -109,7 +130,12 @@ impl GroupWriter {
         let Some(conn) = state.conn.as_mut() else {
             return Err(DbError::Unavailable("no writer connection".into()).into());
         };
-        let result = match conn.batch_execute("SAVEPOINT job") {
+        let opened = if savepoint {
+            exec(conn, "SAVEPOINT job")
+        } else {
+            Ok(())
+        };
+        let result = match opened {
             Ok(()) => catch_unwind(AssertUnwindSafe(|| f(conn))),
             Err(e) => {
                 let err = DbError::from(e);
@@ -118,10 +144,10 @@ impl GroupWriter {
             }
         };
         let undo = !matches!(result, Ok(Ok(_)));
-        let closed = if undo {
-            conn.batch_execute("ROLLBACK TO job; RELEASE job")
-        } else {
-            conn.batch_execute("RELEASE job")
+        let closed = match (savepoint, undo) {
+            (false, _) => Ok(()),
+            (true, true) => exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job")),
+            (true, false) => exec(conn, "RELEASE job"),
         };
         if let Err(e) = closed {
             let err = DbError::from(e);
@@ -165,7 +191,7 @@ impl GroupWriter {
         if self.queued.load(Ordering::SeqCst) > 0 && state.batch_len < MAX_BATCH {
             return;
         }
-        let failure = match state.conn.as_mut().map(|c| c.batch_execute("COMMIT")) {
+        let failure = match state.conn.as_mut().map(|c| exec(c, "COMMIT")) {
             Some(Ok(())) => None,
             Some(Err(e)) => Some(DbError::from(e)),
             None => Some(DbError::Unavailable("no writer connection".into())),
@@ -180,7 +206,7 @@ impl GroupWriter {
             let rolled_back = state
                 .conn
                 .as_mut()
-                .is_some_and(|c| c.batch_execute("ROLLBACK").is_ok());
+                .is_some_and(|c| exec(c, "ROLLBACK").is_ok());
             if !rolled_back {
                 // The connection is in an unknown state: open a new one next time.
                 state.conn = None;
@@ -211,6 +237,35 @@ impl GroupWriter {
                 tracing::warn!("the WAL checkpointer has stopped");
             }
         }
+    }
+}
+
+/// A statement without parameters that diesel prepares once per connection
+/// and reuses; `batch_execute` would parse the SQL on every call, and the
+/// writer runs these several times per request.
+#[derive(Debug, Clone, Copy)]
+struct Fixed(&'static str);
+
+impl QueryId for Fixed {
+    type QueryId = ();
+    // Cached by its SQL text instead.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl QueryFragment<Sqlite> for Fixed {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql(self.0);
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<SqliteConnection> for Fixed {}
+
+fn exec(conn: &mut DbConn, sql: &'static str) -> QueryResult<()> {
+    match conn {
+        DbConn::Sqlite(c) => Fixed(sql).execute(c).map(drop),
+        #[allow(unreachable_patterns)]
+        other => other.batch_execute(sql),
     }
 }
 
@@ -281,7 +336,7 @@ impl State {
             .ok_or_else(|| DbError::Unavailable("no writer connection".into()))?;
         // IMMEDIATE takes the write lock now, waiting out other processes'
         // writers, instead of failing later on a stale snapshot.
-        if let Err(e) = conn.batch_execute("BEGIN IMMEDIATE") {
+        if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
             let err = DbError::from(e);
             if matches!(err, DbError::Unavailable(_)) {
                 self.conn = None;
