@@ -6,7 +6,7 @@ use super::schema::applications;
 use super::{DbConn, DbResult};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = applications)]
+#[diesel(table_name = applications, treat_none_as_default_value = false)]
 pub struct ClientRow {
     pub client_id: String,
     pub secret_hash: Option<String>,

@@ -2,11 +2,12 @@
 
 use diesel::prelude::*;
 
+use super::fixed::{self, Bind};
 use super::schema::otp_codes;
 use super::{DbConn, DbResult};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = otp_codes)]
+#[diesel(table_name = otp_codes, treat_none_as_default_value = false)]
 pub struct CodeRow {
     pub id: String,
     pub phone: String,
@@ -20,14 +21,12 @@ pub struct CodeRow {
 
 /// Supersedes the phone's live code and stores the new one. Run in a transaction.
 pub fn replace(conn: &mut DbConn, row: &CodeRow) -> DbResult<()> {
-    diesel::update(
-        otp_codes::table
-            .filter(otp_codes::phone.eq(&row.phone))
-            .filter(otp_codes::superseded_at.is_null())
-            .filter(otp_codes::verified_at.is_null()),
-    )
-    .set(otp_codes::superseded_at.eq(row.created_at))
-    .execute(conn)?;
+    fixed::execute(
+        conn,
+        "UPDATE otp_codes SET superseded_at = ? \
+         WHERE phone = ? AND superseded_at IS NULL AND verified_at IS NULL",
+        &[Bind::BigInt(row.created_at), Bind::Text(&row.phone)],
+    )?;
     diesel::insert_into(otp_codes::table)
         .values(row)
         .execute(conn)?;
@@ -56,24 +55,21 @@ pub fn spend_attempt(
     max_attempts: i32,
     now: i64,
 ) -> DbResult<bool> {
-    let target = otp_codes::table
-        .filter(otp_codes::id.eq(id))
-        .filter(otp_codes::superseded_at.is_null())
-        .filter(otp_codes::verified_at.is_null())
-        .filter(otp_codes::attempts.lt(max_attempts))
-        .filter(otp_codes::expires_at.gt(now));
-    let n = if matched {
-        diesel::update(target)
-            .set((
-                otp_codes::attempts.eq(otp_codes::attempts + 1),
-                otp_codes::verified_at.eq(now),
-            ))
-            .execute(conn)?
-    } else {
-        diesel::update(target)
-            .set(otp_codes::attempts.eq(otp_codes::attempts + 1))
-            .execute(conn)?
-    };
+    // A miss sets verified_at to itself (NULL): one statement for both.
+    let n = fixed::execute(
+        conn,
+        "UPDATE otp_codes SET attempts = attempts + 1, \
+           verified_at = CASE WHEN ? = 1 THEN ? ELSE verified_at END \
+         WHERE id = ? AND superseded_at IS NULL AND verified_at IS NULL \
+           AND attempts < ? AND expires_at > ?",
+        &[
+            Bind::Int(i32::from(matched)),
+            Bind::BigInt(now),
+            Bind::Text(id),
+            Bind::Int(max_attempts),
+            Bind::BigInt(now),
+        ],
+    )?;
     Ok(n == 1)
 }
 

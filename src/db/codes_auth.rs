@@ -2,11 +2,12 @@
 
 use diesel::prelude::*;
 
+use super::fixed::{self, Bind};
 use super::schema::authorization_codes as ac;
 use super::{DbConn, DbResult};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = ac)]
+#[diesel(table_name = ac, treat_none_as_default_value = false)]
 pub struct AuthCodeRow {
     pub code_hash: String,
     pub client_id: String,
@@ -34,14 +35,12 @@ pub fn insert(conn: &mut DbConn, row: &AuthCodeRow) -> DbResult<()> {
 
 /// Marks the code used; false if it was used already or has expired.
 pub fn consume(conn: &mut DbConn, hash: &str, now: i64) -> DbResult<bool> {
-    let n = diesel::update(
-        ac::table
-            .filter(ac::code_hash.eq(hash))
-            .filter(ac::used_at.is_null())
-            .filter(ac::expires_at.gt(now)),
-    )
-    .set(ac::used_at.eq(now))
-    .execute(conn)?;
+    let n = fixed::execute(
+        conn,
+        "UPDATE authorization_codes SET used_at = ? \
+         WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?",
+        &[Bind::BigInt(now), Bind::Text(hash), Bind::BigInt(now)],
+    )?;
     Ok(n == 1)
 }
 

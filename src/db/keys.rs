@@ -7,7 +7,7 @@ use super::schema::signing_keys;
 use super::{DbConn, DbResult};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = signing_keys)]
+#[diesel(table_name = signing_keys, treat_none_as_default_value = false)]
 pub struct KeyRow {
     pub kid: String,
     pub alg: String,

@@ -3,8 +3,8 @@
 //! requests cannot both slip under the limit.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Text};
 
+use super::fixed::{self, Bind};
 use super::schema::rate_limits;
 use super::{DbConn, DbResult};
 
@@ -23,32 +23,38 @@ pub fn hit(conn: &mut DbConn, bucket: &str, limit: &Limit, now: i64) -> DbResult
         "(bucket, window_start, hits, last_at) VALUES (?, ?, 0, ?)",
         "bucket",
     );
-    diesel::sql_query(sql)
-        .bind::<Text, _>(bucket)
-        .bind::<BigInt, _>(now)
-        .bind::<BigInt, _>(i64::MIN / 2)
-        .execute(conn)?;
+    fixed::execute(
+        conn,
+        &sql,
+        &[
+            Bind::Text(bucket),
+            Bind::BigInt(now),
+            Bind::BigInt(i64::MIN / 2),
+        ],
+    )?;
 
     let window_over = now - limit.window_seconds;
     let max_hits = limit.max_hits.unwrap_or(i32::MAX);
     // MySQL applies SET assignments left to right: `hits` must read the old
     // `window_start`, so it comes first.
-    let updated = diesel::sql_query(
+    let updated = fixed::execute(
+        conn,
         "UPDATE rate_limits SET \
            hits = CASE WHEN window_start <= ? THEN 1 ELSE hits + 1 END, \
            window_start = CASE WHEN window_start <= ? THEN ? ELSE window_start END, \
            last_at = ? \
          WHERE bucket = ? AND last_at <= ? AND (window_start <= ? OR hits < ?)",
-    )
-    .bind::<BigInt, _>(window_over)
-    .bind::<BigInt, _>(window_over)
-    .bind::<BigInt, _>(now)
-    .bind::<BigInt, _>(now)
-    .bind::<Text, _>(bucket)
-    .bind::<BigInt, _>(now - limit.cooldown)
-    .bind::<BigInt, _>(window_over)
-    .bind::<Integer, _>(max_hits)
-    .execute(conn)?;
+        &[
+            Bind::BigInt(window_over),
+            Bind::BigInt(window_over),
+            Bind::BigInt(now),
+            Bind::BigInt(now),
+            Bind::Text(bucket),
+            Bind::BigInt(now - limit.cooldown),
+            Bind::BigInt(window_over),
+            Bind::Int(max_hits),
+        ],
+    )?;
     if updated == 1 {
         return Ok(None);
     }

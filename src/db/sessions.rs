@@ -6,7 +6,7 @@ use super::schema::browser_sessions as bs;
 use super::{DbConn, DbResult};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = bs)]
+#[diesel(table_name = bs, treat_none_as_default_value = false)]
 pub struct SessionRow {
     pub session_hash: String,
     pub user_id: String,

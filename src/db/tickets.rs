@@ -3,11 +3,12 @@
 
 use diesel::prelude::*;
 
+use super::fixed::{self, Bind};
 use super::schema::verification_tickets as t;
 use super::{DbConn, DbResult};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = t)]
+#[diesel(table_name = t, treat_none_as_default_value = false)]
 pub struct TicketRow {
     pub ticket_hash: String,
     pub phone: String,
@@ -32,28 +33,34 @@ pub fn find(conn: &mut DbConn, hash: &str) -> DbResult<Option<TicketRow>> {
 
 /// Marks the ticket used for creating a user; false if it was not usable.
 pub fn consume_for_user(conn: &mut DbConn, hash: &str, phone: &str, now: i64) -> DbResult<bool> {
-    let n = diesel::update(
-        t::table
-            .filter(t::ticket_hash.eq(hash))
-            .filter(t::phone.eq(phone))
-            .filter(t::used_for_user_at.is_null())
-            .filter(t::expires_at.gt(now)),
+    consume(
+        conn,
+        "UPDATE verification_tickets SET used_for_user_at = ? \
+         WHERE ticket_hash = ? AND phone = ? AND used_for_user_at IS NULL AND expires_at > ?",
+        hash,
+        phone,
+        now,
     )
-    .set(t::used_for_user_at.eq(now))
-    .execute(conn)?;
-    Ok(n == 1)
 }
 
 /// Marks the ticket used for obtaining tokens; false if it was not usable.
 pub fn consume_for_token(conn: &mut DbConn, hash: &str, phone: &str, now: i64) -> DbResult<bool> {
-    let n = diesel::update(
-        t::table
-            .filter(t::ticket_hash.eq(hash))
-            .filter(t::phone.eq(phone))
-            .filter(t::used_for_token_at.is_null())
-            .filter(t::expires_at.gt(now)),
+    consume(
+        conn,
+        "UPDATE verification_tickets SET used_for_token_at = ? \
+         WHERE ticket_hash = ? AND phone = ? AND used_for_token_at IS NULL AND expires_at > ?",
+        hash,
+        phone,
+        now,
     )
-    .set(t::used_for_token_at.eq(now))
-    .execute(conn)?;
-    Ok(n == 1)
+}
+
+fn consume(conn: &mut DbConn, sql: &str, hash: &str, phone: &str, now: i64) -> DbResult<bool> {
+    let binds = [
+        Bind::BigInt(now),
+        Bind::Text(hash),
+        Bind::Text(phone),
+        Bind::BigInt(now),
+    ];
+    Ok(fixed::execute(conn, sql, &binds)? == 1)
 }

@@ -4,11 +4,12 @@
 
 use diesel::prelude::*;
 
+use super::fixed::{self, Bind};
 use super::schema::{access_tokens, refresh_tokens};
 use super::{DbConn, DbResult};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = access_tokens)]
+#[diesel(table_name = access_tokens, treat_none_as_default_value = false)]
 pub struct AccessTokenRow {
     pub jti: String,
     pub client_id: String,
@@ -23,7 +24,7 @@ pub struct AccessTokenRow {
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = refresh_tokens)]
+#[diesel(table_name = refresh_tokens, treat_none_as_default_value = false)]
 pub struct RefreshTokenRow {
     pub token_hash: String,
     pub family: String,
@@ -71,14 +72,12 @@ pub fn find_refresh(conn: &mut DbConn, hash: &str) -> DbResult<Option<RefreshTok
 
 /// Spends a refresh token; false if it was already spent or revoked (someone else won).
 pub fn spend_refresh(conn: &mut DbConn, hash: &str, now: i64) -> DbResult<bool> {
-    let n = diesel::update(
-        refresh_tokens::table
-            .filter(refresh_tokens::token_hash.eq(hash))
-            .filter(refresh_tokens::used_at.is_null())
-            .filter(refresh_tokens::revoked.eq(false)),
-    )
-    .set(refresh_tokens::used_at.eq(now))
-    .execute(conn)?;
+    let n = fixed::execute(
+        conn,
+        "UPDATE refresh_tokens SET used_at = ? \
+         WHERE token_hash = ? AND used_at IS NULL AND revoked = 0",
+        &[Bind::BigInt(now), Bind::Text(hash)],
+    )?;
     Ok(n == 1)
 }
 

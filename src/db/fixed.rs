@@ -1,0 +1,74 @@
+//! Statements with fixed SQL that diesel prepares once per connection and then
+//! reuses. diesel never caches its UPDATE statements or `sql_query` (their
+//! SQL could vary from call to call), so SQLite parses each of them again and
+//! MySQL pays a prepare round trip and a close for every execution. The hot
+//! single-use and rate-limit updates are written here instead.
+
+use diesel::backend::Backend;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{BigInt, HasSqlType, Integer, Text};
+use diesel::{QueryResult, RunQueryDsl};
+
+use super::{DbConn, DbResult};
+
+/// A value bound to one `?` of a fixed statement.
+#[derive(Debug, Clone, Copy)]
+pub enum Bind<'a> {
+    Text(&'a str),
+    BigInt(i64),
+    Int(i32),
+}
+
+#[derive(Debug)]
+struct Fixed<'a> {
+    /// SQL with one `?` per bind and no other `?`.
+    sql: &'a str,
+    binds: &'a [Bind<'a>],
+}
+
+impl QueryId for Fixed<'_> {
+    type QueryId = ();
+    // Cached by its SQL text instead of by type.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB> QueryFragment<DB> for Fixed<'_>
+where
+    DB: Backend + HasSqlType<Text> + HasSqlType<BigInt> + HasSqlType<Integer>,
+    str: ToSql<Text, DB>,
+    i64: ToSql<BigInt, DB>,
+    i32: ToSql<Integer, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        let mut binds = self.binds.iter();
+        for (i, part) in self.sql.split('?').enumerate() {
+            if i > 0 {
+                match binds.next() {
+                    Some(Bind::Text(s)) => out.push_bind_param::<Text, str>(s)?,
+                    Some(Bind::BigInt(n)) => out.push_bind_param::<BigInt, i64>(n)?,
+                    Some(Bind::Int(n)) => out.push_bind_param::<Integer, i32>(n)?,
+                    None => {
+                        return Err(diesel::result::Error::QueryBuilderError(
+                            format!("too few binds for {:?}", self.sql).into(),
+                        ))
+                    }
+                }
+            }
+            out.push_sql(part);
+        }
+        if binds.next().is_some() {
+            return Err(diesel::result::Error::QueryBuilderError(
+                format!("too many binds for {:?}", self.sql).into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<Conn> RunQueryDsl<Conn> for Fixed<'_> {}
+
+/// Executes `sql` with `binds`; returns the number of rows it changed.
+pub fn execute(conn: &mut DbConn, sql: &str, binds: &[Bind<'_>]) -> DbResult<usize> {
+    Ok(Fixed { sql, binds }.execute(conn)?)
+}
