@@ -112,6 +112,41 @@ async fn active_tokens_describe_themselves() {
     assert_eq!(info["active"], true);
 }
 
+/// Tokens made from a real one (same `kid`, same `jti`, so that only the
+/// signature check can refuse them): another payload under the real
+/// signature, the real payload signed by another Ed25519 key, a signature
+/// moved into another token, and the header rewritten to other algorithms.
+fn forgeries(real: &str) -> Vec<String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use ed25519_dalek::Signer;
+    let parts: Vec<&str> = real.split('.').collect();
+    let (header, payload, signature) = (parts[0], parts[1], parts[2]);
+    let mut claims = jwt_claims(real);
+    claims["scope"] = Value::from("admin everything");
+    let other_payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let other_key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let signed = format!("{header}.{payload}");
+    let foreign = URL_SAFE_NO_PAD.encode(other_key.sign(signed.as_bytes()).to_bytes());
+    let mut jose: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    let mut rewritten = Vec::new();
+    for alg in ["none", "HS256", "RS256", "ES256"] {
+        jose["alg"] = Value::from(alg);
+        let header = URL_SAFE_NO_PAD.encode(jose.to_string());
+        rewritten.push(format!("{header}.{payload}.{signature}"));
+        rewritten.push(format!("{header}.{payload}."));
+    }
+    let mut out = vec![
+        format!("{header}.{other_payload}.{signature}"),
+        format!("{signed}.{foreign}"),
+        format!("{header}.{payload}"),
+        format!("{header}.{payload}.{signature}.{signature}"),
+        format!("{header}.{payload}.{}", &signature[..signature.len() - 4]),
+    ];
+    out.extend(rewritten);
+    out
+}
+
 #[tokio::test]
 async fn inactive_tokens_say_only_that() {
     let s = setup().await;
@@ -144,6 +179,9 @@ async fn inactive_tokens_say_only_that() {
     tampered.pop();
     tampered.push(if s.access.ends_with('A') { 'B' } else { 'A' });
     assert_eq!(introspect(&s, &tampered).await["active"], false);
+    for forged in forgeries(&s.access) {
+        assert_eq!(introspect(&s, &forged).await["active"], false, "{forged}");
+    }
 
     // Spent refresh token: inactive after rotation.
     let (status, _) = post(

@@ -64,11 +64,20 @@ struct SigningKey {
     until: Option<i64>,
 }
 
+struct Verifier {
+    kid: String,
+    algorithm: Algorithm,
+    key: DecodingKey,
+    /// EdDSA keys, parsed once: jsonwebtoken decompresses the curve point
+    /// again for every verification.
+    ed: Option<ed25519_dalek::VerifyingKey>,
+}
+
 pub struct KeyRing {
     /// The algorithm new tokens are signed with.
     alg: TokenAlg,
     signing: Vec<SigningKey>,
-    verifying: Vec<(String, Algorithm, DecodingKey)>,
+    verifying: Vec<Verifier>,
     jwks: String,
 }
 
@@ -109,12 +118,13 @@ impl KeyRing {
             let der = STANDARD
                 .decode(&row.private_key)
                 .map_err(|e| corrupt(&row.kid, &e))?;
-            let (key_alg, algorithm, decoding, jwk, signer) = match row.alg.as_str() {
+            let (key_alg, algorithm, decoding, jwk, signer, ed) = match row.alg.as_str() {
                 "EdDSA" => {
                     let key = ed25519_dalek::SigningKey::from_pkcs8_der(&der)
                         .map_err(|e| corrupt(&row.kid, &e))?;
                     let header =
                         serde_json::json!({ "typ": "at+jwt", "alg": "EdDSA", "kid": row.kid });
+                    let ed = Some(key.verifying_key());
                     (
                         TokenAlg::EdDsa,
                         Algorithm::EdDSA,
@@ -125,6 +135,7 @@ impl KeyRing {
                             key: Box::new(key),
                             header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
                         },
+                        ed,
                     )
                 }
                 "RS256" => {
@@ -143,6 +154,7 @@ impl KeyRing {
                             key: EncodingKey::from_rsa_der(&der),
                             header: Box::new(header),
                         },
+                        None,
                     )
                 }
                 // A key of an algorithm this build does not know: not ours to use.
@@ -153,7 +165,12 @@ impl KeyRing {
             jwk["use"] = serde_json::json!("sig");
             jwk["alg"] = serde_json::json!(row.alg);
             jwks.push(jwk);
-            verifying.push((row.kid.clone(), algorithm, decoding));
+            verifying.push(Verifier {
+                kid: row.kid.clone(),
+                algorithm,
+                key: decoding,
+                ed,
+            });
             signing.push(SigningKey {
                 kid: row.kid.clone(),
                 alg: key_alg,
@@ -218,12 +235,12 @@ impl KeyRing {
     pub fn verify(&self, token: &str, issuer: &str, audience: &str) -> Option<AccessClaims> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         let kid = header.kid?;
-        let (_, algorithm, key) = self.verifying.iter().find(|(k, _, _)| *k == kid)?;
-        let mut validation = Validation::new(*algorithm);
+        let verifier = self.verifying.iter().find(|v| v.kid == kid)?;
+        let mut validation = Validation::new(verifier.algorithm);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.leeway = 0;
-        jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+        jsonwebtoken::decode::<AccessClaims>(token, &verifier.key, &validation)
             .ok()
             .map(|d| d.claims)
     }
@@ -238,12 +255,18 @@ impl KeyRing {
         }
         let header = jsonwebtoken::decode_header(token).ok()?;
         let kid = header.kid?;
-        let (_, algorithm, key) = self.verifying.iter().find(|(k, _, _)| *k == kid)?;
-        let mut validation = Validation::new(*algorithm);
+        let verifier = self.verifying.iter().find(|v| v.kid == kid)?;
+        if header.alg != verifier.algorithm {
+            return None;
+        }
+        if let Some(key) = &verifier.ed {
+            return ed_payload::<Jti>(token, key).map(|c| c.jti);
+        }
+        let mut validation = Validation::new(verifier.algorithm);
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        jsonwebtoken::decode::<Jti>(token, key, &validation)
+        jsonwebtoken::decode::<Jti>(token, &verifier.key, &validation)
             .ok()
             .map(|d| d.claims.jti)
     }
@@ -251,6 +274,20 @@ impl KeyRing {
     pub fn jwks_json(&self) -> &str {
         &self.jwks
     }
+}
+
+/// The payload of a compact JWS (header.payload.signature) if `key` made its
+/// EdDSA signature over header.payload; the caller has checked the header.
+fn ed_payload<T: serde::de::DeserializeOwned>(
+    token: &str,
+    key: &ed25519_dalek::VerifyingKey,
+) -> Option<T> {
+    let (signed, signature) = token.rsplit_once('.')?;
+    let (_, payload) = signed.split_once('.')?;
+    let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+    let signature = ed25519_dalek::Signature::from_slice(&signature).ok()?;
+    key.verify_strict(signed.as_bytes(), &signature).ok()?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
 }
 
 /// `phonekey keys rotate`: a new key that starts signing `PUBLISH_AHEAD`
