@@ -6,6 +6,7 @@
 //!   cargo build --release --features mysql
 //!   target/release/phonekey-bench [--mysql mysql://root@127.0.0.1:3306/test] [--quick]
 
+mod conn;
 mod load;
 mod sink;
 
@@ -15,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::Parser;
+use hyper::Method;
 use load::{Measured, Outcome};
 use serde_json::{json, Value};
 
@@ -242,10 +245,12 @@ struct ScenarioResult {
     first_error: Option<String>,
 }
 
-/// What every request needs.
+/// What every request needs. `http` is for setting up (not measured);
+/// measured requests go over `conns`, one connection per load loop.
 #[derive(Clone)]
 struct Ctx {
     http: reqwest::Client,
+    conns: Arc<conn::Conns>,
     base: Arc<str>,
     client_id: Arc<str>,
     client_secret: Arc<str>,
@@ -268,6 +273,41 @@ impl Ctx {
                 String::from_utf8_lossy(&body)
             ));
         }
+        serde_json::from_slice(&body).map_err(|e| format!("{path}: {e}"))
+    }
+
+    /// A measured form POST on loop `worker`'s connection; the answer's
+    /// body if its status is a success.
+    async fn send_form(
+        &self,
+        worker: usize,
+        path: &str,
+        form: &[(&str, &str)],
+        basic: bool,
+    ) -> Result<Bytes, String> {
+        let body = Some((conn::FORM, conn::form(form)));
+        let (status, body) = self
+            .conns
+            .send(worker, Method::POST, path, body, basic)
+            .await?;
+        if !status.is_success() {
+            return Err(format!(
+                "{path}: {status} {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        Ok(body)
+    }
+
+    /// `send_form`, with the JSON answer.
+    async fn send_form_json(
+        &self,
+        worker: usize,
+        path: &str,
+        form: &[(&str, &str)],
+        basic: bool,
+    ) -> Result<Value, String> {
+        let body = self.send_form(worker, path, form, basic).await?;
         serde_json::from_slice(&body).map_err(|e| format!("{path}: {e}"))
     }
 
@@ -321,10 +361,6 @@ impl Ctx {
     }
 }
 
-fn ok_if(result: Result<Value, String>) -> Outcome {
-    result.map(|_| ())
-}
-
 fn finish(name: &'static str, runs: Vec<Measured>, first_error: Option<String>) -> ScenarioResult {
     ScenarioResult {
         name,
@@ -362,16 +398,17 @@ where
 
 async fn healthz(args: &Args, ctx: &Ctx) -> ScenarioResult {
     let ctx = ctx.clone();
-    repeat(args, "healthz", move |_| {
+    repeat(args, "healthz", move |worker| {
         let ctx = ctx.clone();
         async move {
-            let r = ctx.http.get(format!("{}/healthz", ctx.base)).send().await;
+            let r = ctx
+                .conns
+                .send(worker, Method::GET, "/healthz", None, false)
+                .await;
             Some(match r {
-                Ok(r) if r.status().is_success() => {
-                    r.bytes().await.map(|_| ()).map_err(|e| e.to_string())
-                }
-                Ok(r) => Err(format!("healthz: {}", r.status())),
-                Err(e) => Err(e.to_string()),
+                Ok((status, _)) if status.is_success() => Ok(()),
+                Ok((status, _)) => Err(format!("healthz: {status}")),
+                Err(e) => Err(e),
             })
         }
     })
@@ -380,13 +417,15 @@ async fn healthz(args: &Args, ctx: &Ctx) -> ScenarioResult {
 
 async fn client_credentials(args: &Args, ctx: &Ctx) -> ScenarioResult {
     let ctx = ctx.clone();
-    repeat(args, "client_credentials", move |_| {
+    repeat(args, "client_credentials", move |worker| {
         let ctx = ctx.clone();
         async move {
-            Some(ok_if(
-                ctx.post("/o/token/", &[("grant_type", "client_credentials")], true)
-                    .await,
-            ))
+            let form = [("grant_type", "client_credentials")];
+            Some(
+                ctx.send_form(worker, "/o/token/", &form, true)
+                    .await
+                    .map(drop),
+            )
         }
     })
     .await
@@ -399,17 +438,22 @@ async fn otp_token(args: &Args, ctx: &Ctx) -> Result<ScenarioResult, String> {
     let mut runs: Vec<Measured> = Vec::new();
     let mut first_error = None;
     // A first guess; later runs are sized by the last measured rate.
-    let mut expected_rate = if args.quick { 500.0 } else { 3_000.0 };
+    let mut expected_rate = if args.quick { 10_000.0 } else { 8_000.0 };
     for _ in 0..args.runs {
         let need = (expected_rate * (args.warmup + args.duration) * 1.3).ceil() as usize
             + args.connections;
         let pool = Arc::new(Mutex::new(ctx.prepare_codes(need, args.connections).await?));
         let ctx = ctx.clone();
-        let step = move |_| {
+        let step = move |worker| {
             let (ctx, pool) = (ctx.clone(), pool.clone());
             async move {
                 let (phone, code) = pool.lock().ok()?.pop()?;
-                Some(ok_if(ctx.otp_token(&phone, &code).await))
+                let form = [("grant_type", "otp"), ("phone", &phone), ("code", &code)];
+                Some(
+                    ctx.send_form(worker, "/o/token/", &form, true)
+                        .await
+                        .map(drop),
+                )
             }
         };
         let (m, e) = load::run(args.connections, warmup, duration, step).await;
@@ -423,32 +467,29 @@ async fn otp_token(args: &Args, ctx: &Ctx) -> Result<ScenarioResult, String> {
 /// A whole login of a new phone: getcode → verifycode → user creation → otp grant.
 async fn otp_login(args: &Args, ctx: &Ctx) -> ScenarioResult {
     let ctx = ctx.clone();
-    repeat(args, "otp_login", move |_| {
+    repeat(args, "otp_login", move |worker| {
         let ctx = ctx.clone();
         async move {
             let login = async {
                 let phone = ctx.phones.next();
-                let code = ctx.getcode(&phone).await?;
-                let verified = ctx.post("/otp/verifycode/", &[("phone", &phone), ("code", &code)], false).await?;
-                let ticket = verified["secret_identifier"].as_str().ok_or("no ticket")?.to_string();
-                let user = ctx
-                    .http
-                    .put(format!("{}/api/v1/user/", ctx.base))
-                    .json(&json!({ "auto_username": true, "secret_identifier": ticket, "first_name": "Bench" }))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if user.status() != 201 {
-                    return Err(format!("user: {}", user.status()));
+                ctx.send_form(worker, "/otp/getcode/", &[("phone", &phone)], false)
+                    .await?;
+                let code = ctx.codes.take(&phone).ok_or("no SMS reached the sink")?;
+                let verify = [("phone", phone.as_str()), ("code", &code)];
+                let verified = ctx.send_form_json(worker, "/otp/verifycode/", &verify, false).await?;
+                let ticket = verified["secret_identifier"].as_str().ok_or("no ticket")?;
+                let user = json!({ "auto_username": true, "secret_identifier": ticket, "first_name": "Bench" });
+                let (status, body) = ctx
+                    .conns
+                    .send(worker, Method::PUT, "/api/v1/user/", Some((conn::JSON, user.to_string())), false)
+                    .await?;
+                if status != 201 {
+                    return Err(format!("user: {status} {}", String::from_utf8_lossy(&body)));
                 }
-                ctx.post(
-                    "/o/token/",
-                    &[("grant_type", "otp"), ("phone", &phone), ("secret_identifier", &ticket)],
-                    true,
-                )
-                .await
+                let grant = [("grant_type", "otp"), ("phone", &phone), ("secret_identifier", ticket)];
+                ctx.send_form(worker, "/o/token/", &grant, true).await.map(drop)
             };
-            Some(ok_if(login.await))
+            Some(login.await)
         }
     })
     .await
@@ -474,12 +515,9 @@ async fn refresh(args: &Args, ctx: &Ctx) -> Result<ScenarioResult, String> {
         let (ctx, chains) = (ctx.clone(), chains.clone());
         async move {
             let current = chains.get(worker)?.lock().ok()?.clone();
+            let form = [("grant_type", "refresh_token"), ("refresh_token", &current)];
             let outcome = ctx
-                .post(
-                    "/o/token/",
-                    &[("grant_type", "refresh_token"), ("refresh_token", &current)],
-                    true,
-                )
+                .send_form_json(worker, "/o/token/", &form, true)
                 .await
                 .and_then(|v| {
                     let next = v["refresh_token"]
@@ -507,11 +545,11 @@ async fn introspect(args: &Args, ctx: &Ctx) -> Result<ScenarioResult, String> {
         .ok_or("no access token")?
         .into();
     let ctx = ctx.clone();
-    Ok(repeat(args, "introspect", move |_| {
+    Ok(repeat(args, "introspect", move |worker| {
         let (ctx, token) = (ctx.clone(), token.clone());
         async move {
             let outcome = ctx
-                .post("/o/introspect/", &[("token", &token)], true)
+                .send_form_json(worker, "/o/introspect/", &[("token", &token)], true)
                 .await
                 .and_then(|v| {
                     if v["active"] == true {
@@ -720,6 +758,12 @@ async fn run(args: Args) -> Result<bool, String> {
         };
         let server = start_server(&binary, &database_url, &sink.url).await?;
         let ctx = Ctx {
+            conns: Arc::new(conn::Conns::new(
+                &server.base,
+                args.connections,
+                &server.client_id,
+                &server.client_secret,
+            )?),
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(args.connections)
                 .timeout(Duration::from_secs(30))
