@@ -402,10 +402,6 @@ pub fn user_for_phone_as(
     }
 }
 
-pub fn phone_has_user(conn: &mut DbConn, phone: &str) -> AppResult<bool> {
-    Ok(db::users::phone_taken(conn, phone)?)
-}
-
 /// `phonekey createsuperuser`.
 pub fn create_superuser(
     conn: &mut Conn,

@@ -8,7 +8,7 @@ use super::client_ip::client_ip;
 use super::AppState;
 use crate::error::{AppError, AppResult};
 use crate::sms::{self, SmsMessage};
-use crate::{otp, phone, users};
+use crate::{otp, phone};
 
 fn phone_param(state: &AppState, body: &serde_json::Value) -> AppResult<String> {
     let raw = body::required(body, "phone")?;
@@ -74,15 +74,12 @@ pub async fn verifycode(
     let body = body::object(&req, payload).await?;
     let phone = phone_param(&state, &body)?;
     let code = body::required(&body, "code")?;
-    let (ticket, user_exists) = state
-        .blocking(move |conn, core| {
-            let ticket = otp::verify_for_ticket(conn, core, &phone, &code, core.now())?;
-            Ok((ticket, users::phone_has_user(conn, &phone)?))
-        })
+    let ticket = state
+        .blocking(move |conn, core| otp::verify_for_ticket(conn, core, &phone, &code, core.now()))
         .await?;
     Ok(HttpResponse::Ok().json(json!({
         "secret_identifier": ticket.secret_identifier,
         "expires_in": ticket.expires_in,
-        "user_exists": user_exists,
+        "user_exists": ticket.user_exists,
     })))
 }

@@ -17,6 +17,8 @@ pub struct NewCode {
 pub struct Ticket {
     pub secret_identifier: String,
     pub expires_in: i64,
+    /// Whether the phone has a user already, as of the ticket's transaction.
+    pub user_exists: bool,
 }
 
 /// What proves a phone at the token endpoint.
@@ -172,6 +174,7 @@ fn new_ticket(conn: &mut DbConn, core: &Core, phone: &str, now: i64) -> AppResul
     Ok(Ticket {
         secret_identifier: secret,
         expires_in: ttl,
+        user_exists: db::users::phone_taken(conn, phone)?,
     })
 }
 
