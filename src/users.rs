@@ -348,9 +348,9 @@ pub fn create(conn: &mut Conn, core: &Core, input: &Value, now: i64) -> AppResul
     Ok(UserView::new(&user, Some(&account)))
 }
 
-/// A fresh user id (128 random bits, hex).
+/// A fresh user id: 32 hex digits, 80 of its bits random, in time order.
 pub fn new_user_id() -> String {
-    secrets::random_hex(16)
+    secrets::ordered_id(10)
 }
 
 /// The phone's user, created with only the phone if there is none (the

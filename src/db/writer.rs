@@ -431,19 +431,22 @@ mod tests {
         remove_db(&target);
     }
 
-    /// Many threads write at once; every odd one fails after writing. Each
-    /// writer's answer must match what was committed: all even rows, no odd one.
-    #[test]
-    fn concurrent_writers_keep_or_lose_only_their_own_rows() {
+    /// A writer on a new database whose schema is `sql`.
+    fn writer_with(sql: &'static str) -> (String, Arc<GroupWriter>) {
         let target = temp_db();
         let writer = Arc::new(writer_for(&target));
         writer
-            .run(|c| {
-                c.batch_execute("CREATE TABLE t (n BIGINT PRIMARY KEY NOT NULL)")
-                    .map_err(DbError::from)
-            })
+            .run(|c| c.batch_execute(sql).map_err(DbError::from))
             .expect("create table");
+        (target, writer)
+    }
 
+    /// 16 threads × 50 calls of `write(writer, n)` at once; each answer must
+    /// be `Ok` exactly for even `n`. Returns how many were.
+    fn hammer(
+        writer: &Arc<GroupWriter>,
+        write: fn(&GroupWriter, i64) -> Result<usize, DbError>,
+    ) -> i64 {
         let threads: Vec<_> = (0..16i64)
             .map(|t| {
                 let writer = writer.clone();
@@ -451,15 +454,7 @@ mod tests {
                     let mut kept = 0;
                     for i in 0..50i64 {
                         let n = t * 1000 + i;
-                        let result = writer.run(|c| {
-                            diesel::sql_query(format!("INSERT INTO t (n) VALUES ({n})"))
-                                .execute(c)
-                                .map_err(DbError::from)?;
-                            if n % 2 == 1 {
-                                return Err(DbError::Other("refused".into()));
-                            }
-                            Ok(())
-                        });
+                        let result = write(&writer, n);
                         assert_eq!(result.is_ok(), n % 2 == 0, "answer for row {n}");
                         kept += i64::from(result.is_ok());
                     }
@@ -467,11 +462,32 @@ mod tests {
                 })
             })
             .collect();
-        let kept: i64 = threads
+        threads
             .into_iter()
             .map(|t| t.join().expect("writer thread"))
-            .sum();
+            .sum()
+    }
 
+    fn insert(c: &mut DbConn, n: i64) -> Result<usize, DbError> {
+        diesel::sql_query(format!("INSERT INTO t (n) VALUES ({n})"))
+            .execute(c)
+            .map_err(DbError::from)
+    }
+
+    /// Many threads write at once; every odd one fails after writing. Each
+    /// writer's answer must match what was committed: all even rows, no odd one.
+    #[test]
+    fn concurrent_writers_keep_or_lose_only_their_own_rows() {
+        let (target, writer) = writer_with("CREATE TABLE t (n BIGINT PRIMARY KEY NOT NULL)");
+        let kept = hammer(&writer, |writer, n| {
+            writer.run(|c| {
+                insert(c, n)?;
+                if n % 2 == 1 {
+                    return Err(DbError::Other("refused".into()));
+                }
+                Ok(1)
+            })
+        });
         let mut reader = DbConn::Sqlite(super::super::open_sqlite(&target).expect("open reader"));
         assert_eq!(kept, 16 * 25);
         assert_eq!(count(&mut reader, "SELECT COUNT(*) AS n FROM t"), kept);
@@ -479,6 +495,24 @@ mod tests {
             count(&mut reader, "SELECT COUNT(*) AS n FROM t WHERE n % 2 = 1"),
             0
         );
+        drop(writer);
+        remove_db(&target);
+    }
+
+    /// Single statements run without a savepoint: one that fails (here a
+    /// duplicate key) undoes only itself, and the batch around it commits.
+    #[test]
+    fn a_failed_single_statement_undoes_only_itself() {
+        let (target, writer) = writer_with(
+            "CREATE TABLE t (n BIGINT PRIMARY KEY NOT NULL); INSERT INTO t VALUES (-1)",
+        );
+        // Odd ones collide with the row -1.
+        let kept = hammer(&writer, |writer, n| {
+            writer.run_one(|c| insert(c, if n % 2 == 1 { -1 } else { n }))
+        });
+        let mut reader = DbConn::Sqlite(super::super::open_sqlite(&target).expect("open reader"));
+        assert_eq!(kept, 16 * 25);
+        assert_eq!(count(&mut reader, "SELECT COUNT(*) AS n FROM t"), kept + 1);
         drop(writer);
         remove_db(&target);
     }

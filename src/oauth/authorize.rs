@@ -227,7 +227,7 @@ pub fn approve(
         until: timestamp(store.now + CODE_TTL),
         extensions,
     };
-    *store.family.borrow_mut() = Some(secrets::random_urlsafe(16));
+    *store.family.borrow_mut() = Some(secrets::ordered_id(12));
     store.redirect_uri_sent = request.redirect_uri_sent;
     *store.audience.borrow_mut() = request.resource.clone();
     let code = store.authorize(grant).map_err(|()| {

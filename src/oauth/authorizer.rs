@@ -78,7 +78,7 @@ impl Authorizer for OAuthStore<'_> {
                 .family
                 .borrow()
                 .clone()
-                .unwrap_or_else(|| secrets::random_urlsafe(16)),
+                .unwrap_or_else(|| secrets::ordered_id(12)),
             redirect_uri_sent: self.redirect_uri_sent,
             resource: self.audience.borrow().clone(),
         };

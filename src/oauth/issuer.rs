@@ -86,7 +86,7 @@ impl OAuthStore<'_> {
         let now = self.now;
         let ttl = core.config.tokens.access_ttl;
         let scope = scope_string(&grant.scope);
-        let jti = secrets::random_urlsafe(16);
+        let jti = secrets::ordered_id(12);
         let resource = self.audience.borrow().clone();
         let access_token = core.keys().sign(&AccessClaims {
             iss: core.config.issuer.clone(),
@@ -107,7 +107,7 @@ impl OAuthStore<'_> {
             self.family
                 .borrow()
                 .clone()
-                .unwrap_or_else(|| secrets::random_urlsafe(16))
+                .unwrap_or_else(|| secrets::ordered_id(12))
         });
         let access_row = AccessTokenRow {
             jti,

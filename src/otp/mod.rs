@@ -62,7 +62,7 @@ pub fn issue_code(
     };
     let code = secrets::random_digits(cfg.code_length);
     let row = CodeRow {
-        id: secrets::random_hex(16),
+        id: secrets::ordered_id(10),
         phone: phone.to_string(),
         code_hash: code_hash(core, phone, &code),
         created_at: now,
