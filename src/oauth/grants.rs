@@ -20,7 +20,7 @@ use super::store::{Issued, OAuthStore};
 use super::token::store_failure;
 use super::{OAuthError, OAuthErrorKind};
 use crate::error::{AppError, AppResult};
-use crate::{otp, phone, secrets, users};
+use crate::{db, otp, phone, secrets, users};
 
 /// `grant_type=otp`: a phone plus proof of it, either a verification ticket
 /// (`secret_identifier`) or the SMS `code` itself. A phone without proof is
@@ -59,7 +59,7 @@ pub fn otp(
     // login costs one commit. The token is signed before it, for the phone's
     // user as read now or for the user about to be created.
     let now = store.now;
-    let known = crate::db::users::find_by_phone(&mut store.conn(), &phone)?;
+    let known = db::users::find_by_phone(&mut store.conn(), &phone)?;
     let auto_create = core.config.otp.auto_create_users;
     let new_id = users::new_user_id();
     let Some(user_id) = known.map(|u| u.id).or(auto_create.then(|| new_id.clone())) else {
@@ -76,7 +76,7 @@ pub fn otp(
         let owner = if auto_create {
             users::user_for_phone_as(conn, &phone, new_id, now)?.id
         } else {
-            crate::db::users::find_by_phone(conn, &phone)?
+            db::users::find_by_phone(conn, &phone)?
                 .ok_or_else(no_user)?
                 .id
         };
@@ -153,12 +153,12 @@ pub fn password(
     let user = {
         let mut conn = store.conn();
         let by_phone = match phone::normalize(login, core.config.default_region) {
-            Some(p) => crate::db::users::find_by_phone(&mut conn, &p)?,
+            Some(p) => db::users::find_by_phone(&mut conn, &p)?,
             None => None,
         };
         match by_phone {
             Some(user) => Some(user),
-            None => crate::db::users::find_by_username(&mut conn, login)?,
+            None => db::users::find_by_username(&mut conn, login)?,
         }
     };
     let stored = user

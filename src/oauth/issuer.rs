@@ -78,9 +78,10 @@ pub(super) fn store_tokens(
 
 impl OAuthStore<'_> {
     /// Signs an access token for `grant` (and makes a refresh token when the
-    /// grant calls for one) without touching the database, so that signing
-    /// never runs inside a transaction. `spend` is the refresh token being
-    /// rotated, recorded as the new one's parent.
+    /// grant calls for one) without touching the database, so that tokens
+    /// are signed before their transaction opens (on SQLite, outside the one
+    /// writer's turn). `spend` is the refresh token being rotated, recorded as
+    /// the new one's parent.
     pub(super) fn prepare_tokens(&self, grant: &Grant, spend: Option<&str>) -> AppResult<Prepared> {
         let core = self.core;
         let now = self.now;
