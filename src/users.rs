@@ -356,22 +356,22 @@ pub fn new_user_id() -> String {
 /// The phone's user, created with only the phone if there is none (the
 /// WhatsApp-style sign-up); for use inside a write transaction.
 pub fn user_for_phone(conn: &mut DbConn, phone: &str, now: i64) -> AppResult<UserRow> {
-    user_for_phone_as(conn, phone, new_user_id(), now)
+    user_for_phone_as(conn, phone, None, now)
 }
 
 /// As `user_for_phone`, with the id a new user gets chosen by the caller
-/// (who may already have signed a token for it).
+/// (who may already have signed a token for it); `None` draws one.
 pub fn user_for_phone_as(
     conn: &mut DbConn,
     phone: &str,
-    new_id: String,
+    new_id: Option<String>,
     now: i64,
 ) -> AppResult<UserRow> {
     if let Some(user) = db::users::find_by_phone(conn, phone)? {
         return Ok(user);
     }
     let user = UserRow {
-        id: new_id,
+        id: new_id.unwrap_or_else(new_user_id),
         username: auto_username(),
         email: None,
         first_name: String::new(),

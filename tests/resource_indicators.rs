@@ -43,6 +43,26 @@ async fn token(server: &TestServer, app: &App, form: &[(&str, &str)]) -> (u16, V
     (status, body)
 }
 
+/// The `aud` signed into a token response's access token.
+fn signed_aud(body: &Value) -> Value {
+    jwt_claims(body["access_token"].as_str().expect("access"))["aud"].clone()
+}
+
+/// A refresh-token grant, naming `resource` if given.
+async fn refresh(
+    server: &TestServer,
+    app: &App,
+    refresh_token: &str,
+    resource: Option<&str>,
+) -> (u16, Value) {
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+    ];
+    form.extend(resource.map(|r| ("resource", r)));
+    token(server, app, &form).await
+}
+
 async fn introspected_aud(server: &TestServer, app: &App, access: &str) -> Value {
     let response = server
         .http
@@ -116,48 +136,19 @@ async fn refresh_keeps_the_resource_and_refuses_another() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        jwt_claims(body["access_token"].as_str().expect("access"))["aud"],
-        BILLING
-    );
-    let refresh = body["refresh_token"].as_str().expect("refresh").to_string();
+    assert_eq!(signed_aud(&body), BILLING);
+    let first = body["refresh_token"].as_str().expect("refresh").to_string();
 
     // Naming another resource, even an allowed one, is refused.
-    let (status, err) = token(
-        &server,
-        &app,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh),
-            ("resource", API),
-        ],
-    )
-    .await;
+    let (status, err) = refresh(&server, &app, &first, Some(API)).await;
     expect_error(status, &err, 400, "invalid_target");
 
     // Without `resource` the new token is for the same API.
-    let (status, body) = token(
-        &server,
-        &app,
-        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-    )
-    .await;
+    let (status, body) = refresh(&server, &app, &first, None).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        jwt_claims(body["access_token"].as_str().expect("access"))["aud"],
-        BILLING
-    );
-    let refresh = body["refresh_token"].as_str().expect("refresh").to_string();
-    let (status, body) = token(
-        &server,
-        &app,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh),
-            ("resource", BILLING),
-        ],
-    )
-    .await;
+    assert_eq!(signed_aud(&body), BILLING);
+    let second = body["refresh_token"].as_str().expect("refresh").to_string();
+    let (status, body) = refresh(&server, &app, &second, Some(BILLING)).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -204,8 +195,5 @@ async fn the_code_flow_carries_the_resource() {
     expect_error(status, &body, 400, "invalid_target");
     let (status, body) = exchange(None).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        jwt_claims(body["access_token"].as_str().expect("access"))["aud"],
-        API
-    );
+    assert_eq!(signed_aud(&body), API);
 }

@@ -59,10 +59,11 @@ pub fn otp(
     // login costs one commit. The token is signed before it, for the phone's
     // user as read now or for the user about to be created.
     let now = store.now;
-    let known = db::users::find_by_phone(&mut store.conn(), &phone)?;
+    let known = db::users::find_by_phone(&mut store.conn(), &phone)?.map(|u| u.id);
     let auto_create = core.config.otp.auto_create_users;
-    let new_id = users::new_user_id();
-    let Some(user_id) = known.map(|u| u.id).or(auto_create.then(|| new_id.clone())) else {
+    // An id is drawn only for a user that may be created.
+    let new_id = (known.is_none() && auto_create).then(users::new_user_id);
+    let Some(user_id) = known.or_else(|| new_id.clone()) else {
         // As with a wrong proof, the attempt counts: the proof is spent.
         otp::consume_proof(&mut store.conn(), core, &phone, proof, now, |_| Ok(()))
             .map_err(as_invalid_grant)?;
