@@ -39,6 +39,24 @@ pub fn ordered_id(random_bytes: usize) -> String {
     format!("{millis:012x}{}", random_hex(random_bytes))
 }
 
+/// A 256-bit random secret (base64url) after the time it was made, as in
+/// `ordered_id`: stores may key it by that time to append rows in order.
+pub fn ordered_secret() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{millis:012x}{}", random_urlsafe(32))
+}
+
+/// The time prefix of a secret made by `ordered_secret`; `None` for any
+/// other string (older secrets were 43 characters of base64url alone).
+pub fn ordered_secret_time(secret: &str) -> Option<&str> {
+    let time = secret.get(..12)?;
+    let ours =
+        secret.len() == 12 + 43 && time.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    ours.then_some(time)
+}
+
 /// A uniformly random decimal code of `digits` digits (leading zeros kept).
 pub fn random_digits(digits: usize) -> String {
     let mut rng = OsRng;
@@ -107,6 +125,21 @@ mod tests {
         assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
         assert!(first < second, "{first} then {second}");
         assert_ne!(ordered_id(12), ordered_id(12));
+    }
+
+    #[test]
+    fn ordered_secrets_tell_their_time_and_nothing_else_does() {
+        let secret = ordered_secret();
+        assert_eq!(secret.len(), 55);
+        let time = ordered_secret_time(&secret).expect("time prefix");
+        assert_eq!(time, &secret[..12]);
+        assert_ne!(ordered_secret(), ordered_secret());
+        // Older secrets, other lengths and non-hex prefixes have none.
+        assert_eq!(ordered_secret_time(&random_urlsafe(32)), None);
+        assert_eq!(ordered_secret_time(&secret[..54]), None);
+        assert_eq!(ordered_secret_time(&format!("{secret}x")), None);
+        assert_eq!(ordered_secret_time(&format!("0000000000G{}", &secret[11..])), None);
+        assert_eq!(ordered_secret_time("é"), None);
     }
     use super::*;
 

@@ -323,8 +323,12 @@ async fn serve_runs_out_of_the_box_and_the_code_appears_only_in_the_sms() {
 fn keys_rotate_and_list() {
     let dir = Dir::new();
     let out = phonekey(&dir).arg("migrate").output().unwrap();
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .count();
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("applied 3 migration(s)"),
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("applied {migrations} migration(s)")),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

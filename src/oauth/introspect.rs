@@ -10,7 +10,6 @@ use super::OAuthError;
 use crate::core::Core;
 use crate::db::{self, Conn, DbConn};
 use crate::error::AppResult;
-use crate::secrets;
 
 enum Found {
     Access(db::tokens::AccessTokenRow),
@@ -39,10 +38,7 @@ fn find(
         if token.contains('.') {
             return Ok(None);
         }
-        Ok(
-            db::tokens::find_refresh(conn, &secrets::sha256_hex(token.as_bytes()))?
-                .map(Found::Refresh),
-        )
+        Ok(db::tokens::find_refresh(conn, token)?.map(Found::Refresh))
     };
     if hint == Some("refresh_token") {
         if let Some(found) = refresh(conn)? {

@@ -63,7 +63,7 @@ pub(super) fn store_tokens(
         }
     }
     if let Some(old) = spend_refresh {
-        if !db::tokens::spend_refresh(conn, &secrets::sha256_hex(old.as_bytes()), now)? {
+        if !db::tokens::spend_refresh(conn, old, now)? {
             return Err(AppError::OAuth(OAuthError::invalid_grant(
                 "the refresh token was already used",
             )));
@@ -103,7 +103,8 @@ impl OAuthStore<'_> {
         })?;
         // client_credentials tokens have the client as owner and no user.
         let user_id = (grant.owner_id != grant.client_id).then(|| grant.owner_id.clone());
-        let refresh_token = self.with_refresh.then(|| secrets::random_urlsafe(32));
+        let refresh_token = self.with_refresh.then(secrets::ordered_secret);
+        let backend = core.config.database.backend;
         let family = refresh_token.as_ref().map(|_| {
             self.family
                 .borrow()
@@ -126,9 +127,9 @@ impl OAuthStore<'_> {
                 .as_ref()
                 .zip(family)
                 .map(|(token, family)| RefreshTokenRow {
-                    token_hash: secrets::sha256_hex(token.as_bytes()),
+                    token_hash: db::tokens::refresh_key(backend, token),
                     family,
-                    parent_hash: spend.map(|t| secrets::sha256_hex(t.as_bytes())),
+                    parent_hash: spend.map(|t| db::tokens::refresh_key(backend, t)),
                     client_id: grant.client_id.clone(),
                     user_id,
                     scope: scope.clone(),
@@ -243,9 +244,8 @@ impl Issuer for OAuthStore<'_> {
         if !secrets::plausible_token(token) {
             return Ok(None);
         }
-        let hash = secrets::sha256_hex(token.as_bytes());
         let row =
-            db::tokens::find_refresh(&mut self.conn(), &hash).map_err(|e| self.fail(e.into()))?;
+            db::tokens::find_refresh(&mut self.conn(), token).map_err(|e| self.fail(e.into()))?;
         let Some(row) = row else { return Ok(None) };
         if row.revoked {
             return Ok(None);
