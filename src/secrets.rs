@@ -138,7 +138,10 @@ mod tests {
         assert_eq!(ordered_secret_time(&random_urlsafe(32)), None);
         assert_eq!(ordered_secret_time(&secret[..54]), None);
         assert_eq!(ordered_secret_time(&format!("{secret}x")), None);
-        assert_eq!(ordered_secret_time(&format!("0000000000G{}", &secret[11..])), None);
+        assert_eq!(
+            ordered_secret_time(&format!("0000000000G{}", &secret[11..])),
+            None
+        );
         assert_eq!(ordered_secret_time("é"), None);
     }
     use super::*;

@@ -190,7 +190,7 @@ pub fn verify_password(stored: Option<&str>, password: &str) -> bool {
 }
 
 fn auto_username() -> String {
-    format!("user_{}", secrets::random_hex(6))
+    format!("user_{}", secrets::ordered_id(4))
 }
 
 /// Which unique index refused the row.

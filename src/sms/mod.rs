@@ -39,6 +39,20 @@ pub trait SmsProvider: Send + Sync {
     fn send<'a>(&'a self, message: &'a SmsMessage) -> SendFuture<'a>;
 }
 
+/// The HTTP client of an SMS provider. Idle connections are dropped after 4
+/// seconds, before servers with the common 5-second keep-alive close them:
+/// a code sent on a connection the provider was closing at that moment fails
+/// (seen under load against such a server), and a POST that may have been
+/// delivered is not retried, lest the phone get two codes.
+fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(std::time::Duration::from_secs(4))
+        .build()
+        .map_err(|e| format!("cannot build the SMS provider's HTTP client: {e}"))
+}
+
 /// Sends a provider's HTTP request: any 2xx is delivered. Errors leave the
 /// URL out, since it may carry credentials.
 async fn deliver(request: reqwest::RequestBuilder) -> Result<(), SmsError> {

@@ -20,11 +20,7 @@ impl TwilioProvider {
         from: &str,
         timeout: Duration,
     ) -> Result<TwilioProvider, String> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| format!("cannot build the Twilio HTTP client: {e}"))?;
+        let client = super::http_client(timeout)?;
         Ok(TwilioProvider {
             client,
             url: format!(

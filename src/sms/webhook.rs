@@ -11,11 +11,7 @@ pub struct WebhookProvider {
 
 impl WebhookProvider {
     pub fn new(url: url::Url, timeout: Duration) -> Result<WebhookProvider, String> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))?;
+        let client = super::http_client(timeout)?;
         Ok(WebhookProvider { client, url })
     }
 }

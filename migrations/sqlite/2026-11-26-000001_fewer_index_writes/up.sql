@@ -6,3 +6,12 @@
 DROP INDEX ix_access_tokens_user;
 DROP INDEX ix_access_tokens_family;
 CREATE INDEX ix_access_tokens_family ON access_tokens (family) WHERE family IS NOT NULL;
+
+-- Verifying or superseding a code changed its entry in the phone index, which
+-- held those times too; a phone has a few codes at most, found by phone alone.
+DROP INDEX ix_otp_codes_phone;
+CREATE INDEX ix_otp_codes_phone ON otp_codes (phone);
+
+-- Users made by phone login have no email: they stay out of the email index.
+DROP INDEX uq_users_email;
+CREATE UNIQUE INDEX uq_users_email ON users (email) WHERE email IS NOT NULL;
