@@ -360,15 +360,19 @@ pub fn user_for_phone(conn: &mut DbConn, phone: &str, now: i64) -> AppResult<Use
 }
 
 /// As `user_for_phone`, with the id a new user gets chosen by the caller
-/// (who may already have signed a token for it); `None` draws one.
+/// (who may already have signed a token for it); `None` draws one. A caller
+/// with an id has just seen no user for this phone, so the insert comes first
+/// and a lookup only follows a conflict.
 pub fn user_for_phone_as(
     conn: &mut DbConn,
     phone: &str,
     new_id: Option<String>,
     now: i64,
 ) -> AppResult<UserRow> {
-    if let Some(user) = db::users::find_by_phone(conn, phone)? {
-        return Ok(user);
+    if new_id.is_none() {
+        if let Some(user) = db::users::find_by_phone(conn, phone)? {
+            return Ok(user);
+        }
     }
     let user = UserRow {
         id: new_id.unwrap_or_else(new_user_id),

@@ -74,12 +74,13 @@ pub fn otp(
     let mut tokens = store.prepare_tokens(&grant, None)?;
     let store_ref = &*store;
     otp::consume_proof(&mut store_ref.conn(), core, &phone, proof, now, |conn| {
-        let owner = if auto_create {
-            users::user_for_phone_as(conn, &phone, new_id, now)?.id
-        } else {
-            db::users::find_by_phone(conn, &phone)?
-                .ok_or_else(no_user)?
-                .id
+        let owner = match new_id {
+            // Nobody had this phone when it was read above: create its user,
+            // or take the one a concurrent first login made since.
+            Some(id) => users::user_for_phone_as(conn, &phone, Some(id), now)?.id,
+            // The user read above, not read again (one statement fewer): one
+            // deleted since then gets tokens, as a moment earlier it would have.
+            None => grant.owner_id.clone(),
         };
         if owner != grant.owner_id {
             // The phone's user changed since the read above: sign for the real one.
