@@ -3,7 +3,7 @@
 //! generator more CPU per request than the server spends on a cheap one, and
 //! both run on the same cores: every cycle saved here goes to the server.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -20,13 +20,17 @@ pub const JSON: &str = "application/json";
 
 /// Answers slower than this count as errors.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection idle this long is replaced before the server's 5-s
+/// keep-alive closes it: a request sent as the server closes would fail.
+const MAX_IDLE: Duration = Duration::from_secs(2);
 
 pub struct Conns {
     addr: String,
     host: HeaderValue,
     basic: HeaderValue,
-    /// One connection per load loop, opened on first use and after a failure.
-    slots: Vec<Mutex<Option<SendRequest<Full<Bytes>>>>>,
+    /// One connection per load loop, opened on first use, after a failure
+    /// and after `MAX_IDLE`; with the time it was last used.
+    slots: Vec<Mutex<Option<(SendRequest<Full<Bytes>>, Instant)>>>,
 }
 
 impl Conns {
@@ -61,7 +65,7 @@ impl Conns {
             .ok_or_else(|| format!("no connection {worker}"))?;
         let mut slot = slot.lock().await;
         let mut sender = match slot.take() {
-            Some(s) if !s.is_closed() => s,
+            Some((s, used)) if !s.is_closed() && used.elapsed() < MAX_IDLE => s,
             _ => self.connect().await?,
         };
         let mut request = Request::builder()
@@ -97,7 +101,7 @@ impl Conns {
             .await
             .map_err(|_| format!("{path}: no answer in {TIMEOUT:?}"))??;
         // Only a connection that completed its exchange is used again.
-        *slot = Some(sender);
+        *slot = Some((sender, Instant::now()));
         Ok(answer)
     }
 

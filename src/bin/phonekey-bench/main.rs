@@ -764,8 +764,11 @@ async fn run(args: Args) -> Result<bool, String> {
                 &server.client_id,
                 &server.client_secret,
             )?),
+            // Idle connections go before the server's 5-s keep-alive closes
+            // them: a request sent as the server closes its connection fails.
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(args.connections)
+                .pool_idle_timeout(Duration::from_secs(2))
                 .timeout(Duration::from_secs(30))
                 .build()
                 .map_err(|e| e.to_string())?,
