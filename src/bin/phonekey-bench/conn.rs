@@ -19,6 +19,8 @@ pub const FORM: &str = "application/x-www-form-urlencoded";
 pub const JSON: &str = "application/json";
 
 /// Answers slower than this count as errors.
+type Sender = SendRequest<Full<Bytes>>;
+
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection idle this long is replaced before the server's 5-s
 /// keep-alive closes it: a request sent as the server closes would fail.
@@ -30,7 +32,7 @@ pub struct Conns {
     basic: HeaderValue,
     /// One connection per load loop, opened on first use, after a failure
     /// and after `MAX_IDLE`; with the time it was last used.
-    slots: Vec<Mutex<Option<(SendRequest<Full<Bytes>>, Instant)>>>,
+    slots: Vec<Mutex<Option<(Sender, Instant)>>>,
 }
 
 impl Conns {
@@ -105,7 +107,7 @@ impl Conns {
         Ok(answer)
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+    async fn connect(&self) -> Result<Sender, String> {
         let stream = tokio::net::TcpStream::connect(&self.addr)
             .await
             .map_err(|e| format!("connect {}: {e}", self.addr))?;
