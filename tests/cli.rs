@@ -160,7 +160,11 @@ fn client_and_superuser_commands() {
         .args(["client", "delete", &id])
         .output()
         .unwrap();
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = phonekey(&dir)
         .args(["client", "delete", &id])
         .output()

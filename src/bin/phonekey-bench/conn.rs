@@ -18,9 +18,9 @@ use tokio::sync::Mutex;
 pub const FORM: &str = "application/x-www-form-urlencoded";
 pub const JSON: &str = "application/json";
 
-/// Answers slower than this count as errors.
 type Sender = SendRequest<Full<Bytes>>;
 
+/// Answers slower than this count as errors.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection idle this long is replaced before the server's 5-s
 /// keep-alive closes it: a request sent as the server closes would fail.
