@@ -94,7 +94,11 @@ enum ClientCommand {
         json: bool,
     },
     /// Delete a client.
-    Delete { client_id: String },
+    Delete {
+        /// Client ids are base64url: one in 64 begins with '-'.
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
 }
 
 fn main() -> ExitCode {

@@ -170,6 +170,17 @@ fn client_and_superuser_commands() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    // An id that begins with '-' (one in 64 do) is an id, not an option.
+    let out = phonekey(&dir)
+        .args(["client", "delete", "-Tx"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no client -Tx"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut child = phonekey(&dir)
         .args([
