@@ -46,6 +46,9 @@ pub struct GroupWriter {
     wal_frames: Arc<AtomicI64>,
     wal_limit: i64,
     state: Mutex<State>,
+    /// Batches end here, apart from `state`, so that their writers can
+    /// answer while the writer goes on (e.g. with a RESTART checkpoint).
+    done: Mutex<Done>,
     committed: Condvar,
     /// Writers waiting for `state`: while there are any, the batch stays open.
     queued: AtomicUsize,
@@ -58,6 +61,11 @@ struct State {
     /// Incremented by every commit (or failed commit) of a batch.
     epoch: u64,
     since_checkpoint: u64,
+}
+
+struct Done {
+    /// Batches before this one have ended (committed or failed).
+    ended: u64,
     failures: VecDeque<(u64, DbError)>,
 }
 
@@ -82,6 +90,9 @@ impl GroupWriter {
                 batch_len: 0,
                 epoch: 0,
                 since_checkpoint: 0,
+            }),
+            done: Mutex::new(Done {
+                ended: 0,
                 failures: VecDeque::new(),
             }),
             committed: Condvar::new(),
@@ -171,13 +182,12 @@ impl GroupWriter {
         state.batch_len += 1;
         let epoch = state.epoch;
         self.maybe_commit(&mut state);
-        while state.epoch == epoch {
-            state = self
-                .committed
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+        drop(state);
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while done.ended <= epoch {
+            done = self.committed.wait(done).unwrap_or_else(|p| p.into_inner());
         }
-        match state.failures.iter().find(|(e, _)| *e == epoch) {
+        match done.failures.iter().find(|(e, _)| *e == epoch) {
             Some((_, err)) => Err(err.clone().into()),
             None => Ok(value),
         }
@@ -202,6 +212,7 @@ impl GroupWriter {
     /// Ends the batch: on failure rolls it back and remembers why for its
     /// writers; wakes them either way.
     fn finish_batch(&self, state: &mut State, failure: Option<DbError>) {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(err) = failure {
             let rolled_back = state
                 .conn
@@ -211,14 +222,16 @@ impl GroupWriter {
                 // The connection is in an unknown state: open a new one next time.
                 state.conn = None;
             }
-            if state.failures.len() == KEEP_FAILURES {
-                state.failures.pop_front();
+            if done.failures.len() == KEEP_FAILURES {
+                done.failures.pop_front();
             }
-            state.failures.push_back((state.epoch, err));
+            done.failures.push_back((state.epoch, err));
         }
         state.in_tx = false;
         state.batch_len = 0;
         state.epoch += 1;
+        done.ended = state.epoch;
+        drop(done);
         self.committed.notify_all();
         if self.wal_frames.load(Ordering::Relaxed) > self.wal_limit {
             if let Some(conn) = state.conn.as_mut() {
