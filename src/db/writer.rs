@@ -49,6 +49,7 @@ pub struct GroupWriter {
     /// Batches end here, apart from `state`, so that their writers can
     /// answer while the writer goes on (e.g. with a RESTART checkpoint).
     done: Mutex<Done>,
+    /// Signalled, with `done`, when a batch ends.
     committed: Condvar,
     /// Writers waiting for `state`: while there are any, the batch stays open.
     queued: AtomicUsize,
@@ -64,7 +65,8 @@ struct State {
 }
 
 struct Done {
-    /// Batches before this one have ended (committed or failed).
+    /// Batches before this one have ended (committed or failed): `State::epoch`
+    /// as of the last batch's end, kept here so waiters need not take `state`.
     ended: u64,
     failures: VecDeque<(u64, DbError)>,
 }
