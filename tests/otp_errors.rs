@@ -90,6 +90,41 @@ async fn wrong_codes_count_down_and_kill_the_code() {
 }
 
 #[tokio::test]
+async fn the_right_code_on_the_last_attempt_verifies() {
+    let server = TestServer::start();
+    let phone = new_phone();
+    let code = server.get_code(&phone).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..4 {
+        let (status, _, _) = server
+            .post_form(
+                "/otp/verifycode/",
+                &[("phone", &phone), ("code", wrong)],
+                &new_ip(),
+            )
+            .await;
+        assert_eq!(status, 400);
+    }
+    // An overlong code is refused before it can cost an attempt.
+    let (status, body, _) = server
+        .post_form(
+            "/otp/verifycode/",
+            &[("phone", &phone), ("code", &"1".repeat(65))],
+            &new_ip(),
+        )
+        .await;
+    expect_error(status, &body, 400, "invalid_request");
+    let (status, body, _) = server
+        .post_form(
+            "/otp/verifycode/",
+            &[("phone", &phone), ("code", &code)],
+            &new_ip(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
 async fn expired_and_absent_codes_look_the_same() {
     let server = TestServer::start();
     let phone = new_phone();

@@ -73,6 +73,34 @@ pub fn spend_attempt(
     Ok(n == 1)
 }
 
+/// Spends one attempt on the phone's live code and marks it verified, if
+/// that code's hash is `code_hash` and it can still be tried: the usual
+/// right code in one statement. False leaves everything as it was. The
+/// database compares keyed hashes, which an attacker can neither compute nor
+/// steer, so the comparison's timing tells nothing about the code.
+pub fn spend_if_matches(
+    conn: &mut DbConn,
+    phone: &str,
+    code_hash: &str,
+    max_attempts: i32,
+    now: i64,
+) -> DbResult<bool> {
+    let n = fixed::execute(
+        conn,
+        "UPDATE otp_codes SET attempts = attempts + 1, verified_at = ? \
+         WHERE phone = ? AND code_hash = ? AND superseded_at IS NULL \
+           AND verified_at IS NULL AND attempts < ? AND expires_at > ?",
+        &[
+            Bind::BigInt(now),
+            Bind::Text(phone),
+            Bind::Text(code_hash),
+            Bind::Int(max_attempts),
+            Bind::BigInt(now),
+        ],
+    )?;
+    Ok(n == 1)
+}
+
 pub fn attempts(conn: &mut DbConn, id: &str) -> DbResult<Option<i32>> {
     Ok(otp_codes::table
         .filter(otp_codes::id.eq(id))

@@ -111,9 +111,18 @@ pub fn verify_code<T>(
     then: impl FnOnce(&mut DbConn) -> AppResult<T>,
 ) -> AppResult<T> {
     let max = core.config.otp.max_attempts;
+    if code.len() > 64 {
+        return Err(AppError::invalid_request("code is too long"));
+    }
+    let hash = code_hash(core, phone, code);
     // Lookup, comparison and attempt are one transaction (one commit per
     // try). A miss is returned as a value so that its attempt is committed.
     conn.write_tx(|conn| {
+        // A right code is spent by one statement; anything else is looked
+        // at below, to count the attempt and say why it failed.
+        if db::codes::spend_if_matches(conn, phone, &hash, max, now)? {
+            return then(conn).map(Ok);
+        }
         let row = match db::codes::find_live(conn, phone)? {
             Some(row) if row.expires_at > now => row,
             // Expired and absent look the same.
@@ -126,10 +135,9 @@ pub fn verify_code<T>(
         if row.attempts >= max {
             return Ok(Err(AppError::TooManyAttempts));
         }
-        if code.len() > 64 {
-            return Ok(Err(AppError::invalid_request("code is too long")));
-        }
-        let matched = secrets::ct_eq(&code_hash(core, phone, code), &row.code_hash);
+        // Usually false here; true if a new code that matches was sent
+        // since the statement above.
+        let matched = secrets::ct_eq(&hash, &row.code_hash);
         // The attempt is spent by a conditional update, so that however many
         // guesses race (on MySQL, from other connections), only the first
         // `max` can count.

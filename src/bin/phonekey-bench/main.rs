@@ -717,8 +717,18 @@ fn mysql_database(url: &str) -> Result<(String, impl Drop), String> {
     let mut conn = diesel::MysqlConnection::establish(url).map_err(|e| format!("--mysql: {e}"))?;
     conn.batch_execute(&format!("CREATE DATABASE {name}"))
         .map_err(|e| format!("--mysql: {e}"))?;
-    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
-    Ok((format!("{base}/{name}"), Dropper(url.to_string(), name)))
+    // Only the database name changes; options such as `?unix_socket=` stay.
+    let (address, options) = url.split_once('?').map_or((url, ""), |(a, o)| (a, o));
+    let base = address.rsplit_once('/').map_or(address, |(b, _)| b);
+    let options = if options.is_empty() {
+        String::new()
+    } else {
+        format!("?{options}")
+    };
+    Ok((
+        format!("{base}/{name}{options}"),
+        Dropper(url.to_string(), name),
+    ))
 }
 
 #[cfg(not(feature = "mysql"))]
