@@ -60,13 +60,7 @@ async fn wrong_codes_count_down_and_kill_the_code() {
     let code = server.get_code(&phone).await;
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for left in (0..5).rev() {
-        let (status, body, _) = server
-            .post_form(
-                "/otp/verifycode/",
-                &[("phone", &phone), ("code", wrong)],
-                &new_ip(),
-            )
-            .await;
+        let (status, body) = server.verify(&phone, wrong).await;
         assert_eq!(
             (status, body["error"].as_str()),
             (400, Some("invalid_code")),
@@ -75,13 +69,7 @@ async fn wrong_codes_count_down_and_kill_the_code() {
         assert_eq!(body["attempts_left"], left);
     }
     // Dead: even the right code is refused now.
-    let (status, body, _) = server
-        .post_form(
-            "/otp/verifycode/",
-            &[("phone", &phone), ("code", &code)],
-            &new_ip(),
-        )
-        .await;
+    let (status, body) = server.verify(&phone, &code).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (429, Some("too_many_attempts")),
@@ -96,31 +84,13 @@ async fn the_right_code_on_the_last_attempt_verifies() {
     let code = server.get_code(&phone).await;
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for _ in 0..4 {
-        let (status, _, _) = server
-            .post_form(
-                "/otp/verifycode/",
-                &[("phone", &phone), ("code", wrong)],
-                &new_ip(),
-            )
-            .await;
+        let (status, _) = server.verify(&phone, wrong).await;
         assert_eq!(status, 400);
     }
     // An overlong code is refused before it can cost an attempt.
-    let (status, body, _) = server
-        .post_form(
-            "/otp/verifycode/",
-            &[("phone", &phone), ("code", &"1".repeat(65))],
-            &new_ip(),
-        )
-        .await;
+    let (status, body) = server.verify(&phone, &"1".repeat(65)).await;
     expect_error(status, &body, 400, "invalid_request");
-    let (status, body, _) = server
-        .post_form(
-            "/otp/verifycode/",
-            &[("phone", &phone), ("code", &code)],
-            &new_ip(),
-        )
-        .await;
+    let (status, body) = server.verify(&phone, &code).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -130,21 +100,9 @@ async fn expired_and_absent_codes_look_the_same() {
     let phone = new_phone();
     let code = server.get_code(&phone).await;
     server.clock.advance(301);
-    let (status, expired, _) = server
-        .post_form(
-            "/otp/verifycode/",
-            &[("phone", &phone), ("code", &code)],
-            &new_ip(),
-        )
-        .await;
+    let (status, expired) = server.verify(&phone, &code).await;
     assert_eq!(status, 400);
-    let (status, absent, _) = server
-        .post_form(
-            "/otp/verifycode/",
-            &[("phone", &new_phone()), ("code", "123456")],
-            &new_ip(),
-        )
-        .await;
+    let (status, absent) = server.verify(&new_phone(), "123456").await;
     assert_eq!(status, 400);
     assert_eq!(expired, absent);
     assert_eq!(expired["error"], "invalid_code");
@@ -156,21 +114,9 @@ async fn a_code_verifies_once() {
     let server = TestServer::start();
     let phone = new_phone();
     let code = server.get_code(&phone).await;
-    let (status, _, _) = server
-        .post_form(
-            "/otp/verifycode/",
-            &[("phone", &phone), ("code", &code)],
-            &new_ip(),
-        )
-        .await;
+    let (status, _) = server.verify(&phone, &code).await;
     assert_eq!(status, 200);
-    let (status, body, _) = server
-        .post_form(
-            "/otp/verifycode/",
-            &[("phone", &phone), ("code", &code)],
-            &new_ip(),
-        )
-        .await;
+    let (status, body) = server.verify(&phone, &code).await;
     expect_error(status, &body, 400, "invalid_code");
 }
 
@@ -181,22 +127,10 @@ async fn a_new_code_supersedes_the_old_one() {
     let first = server.get_code(&phone).await;
     let second = server.get_code_after_cooldown(&phone).await;
     if first != second {
-        let (status, _, _) = server
-            .post_form(
-                "/otp/verifycode/",
-                &[("phone", &phone), ("code", &first)],
-                &new_ip(),
-            )
-            .await;
+        let (status, _) = server.verify(&phone, &first).await;
         assert_eq!(status, 400, "the superseded code must not verify");
     }
-    let (status, body, _) = server
-        .post_form(
-            "/otp/verifycode/",
-            &[("phone", &phone), ("code", &second)],
-            &new_ip(),
-        )
-        .await;
+    let (status, body) = server.verify(&phone, &second).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -292,13 +226,7 @@ async fn sms_provider_refusing_or_unreachable_is_503_and_drops_the_code() {
     );
     server.sms.set_mode(SmsMode::Deliver);
     // The dropped code is gone: nothing verifies for this phone.
-    let (status, _, _) = server
-        .post_form(
-            "/otp/verifycode/",
-            &[("phone", &phone), ("code", "123456")],
-            &new_ip(),
-        )
-        .await;
+    let (status, _) = server.verify(&phone, "123456").await;
     assert_eq!(status, 400);
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -422,16 +422,22 @@ impl TestServer {
         self.get_code(phone).await
     }
 
-    /// getcode + verifycode; returns the secret identifier.
-    pub async fn verified_ticket(&self, phone: &str) -> String {
-        let code = self.get_code(phone).await;
+    /// verifycode from a fresh IP: (status, body).
+    pub async fn verify(&self, phone: &str, code: &str) -> (u16, Value) {
         let (status, body, _) = self
             .post_form(
                 "/otp/verifycode/",
-                &[("phone", phone), ("code", &code)],
+                &[("phone", phone), ("code", code)],
                 &new_ip(),
             )
             .await;
+        (status, body)
+    }
+
+    /// getcode + verifycode; returns the secret identifier.
+    pub async fn verified_ticket(&self, phone: &str) -> String {
+        let code = self.get_code(phone).await;
+        let (status, body) = self.verify(phone, &code).await;
         assert_eq!(status, 200, "verifycode: {body}");
         body["secret_identifier"]
             .as_str()
