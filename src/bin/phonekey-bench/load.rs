@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -14,6 +14,48 @@ pub struct Measured {
     pub rate: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// For steps of several requests (a login is four): the latencies of
+    /// those requests one by one, from the `Laps` the step recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_p99_ms: Option<f64>,
+}
+
+/// The latencies of the single requests inside multi-request steps, each
+/// with its send time so that only those of the measured window count.
+#[derive(Clone, Default)]
+pub struct Laps(Arc<Mutex<Vec<(Instant, u32)>>>);
+
+impl Laps {
+    /// Records a request sent at `sent` that has just been answered.
+    pub fn record(&self, sent: Instant) {
+        if let Ok(mut laps) = self.0.lock() {
+            laps.push((sent, micros(sent.elapsed())));
+        }
+    }
+
+    /// p50 and p99 of the requests sent from `from` on; forgets them all.
+    fn take_percentiles(&self, from: Instant) -> Option<(f64, f64)> {
+        let mut laps = std::mem::take(&mut *self.0.lock().ok()?);
+        laps.retain(|(sent, _)| *sent >= from);
+        let mut micros: Vec<u32> = laps.into_iter().map(|(_, m)| m).collect();
+        micros.sort_unstable();
+        Some((percentile(&micros, 0.50), percentile(&micros, 0.99)))
+    }
+}
+
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u32::MAX as u128) as u32
+}
+
+/// The `p` quantile of sorted microseconds, in milliseconds.
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
 }
 
 /// What one request reported: success, or an error worth one line.
@@ -21,10 +63,12 @@ pub type Outcome = Result<(), String>;
 
 /// Runs `step(worker)` on `connections` concurrent loops. A step that returns
 /// `None` means the worker has run out of prepared input and stops early.
+/// `laps`, if given, is what the step records of its single requests.
 pub async fn run<F, Fut>(
     connections: usize,
     warmup: Duration,
     duration: Duration,
+    laps: Option<&Laps>,
     step: F,
 ) -> (Measured, Option<String>)
 where
@@ -55,7 +99,7 @@ where
                     break;
                 };
                 if sent >= measure_from {
-                    latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    latencies.push(micros(sent.elapsed()));
                     if let Err(e) = outcome {
                         errors += 1;
                         first_error.get_or_insert(e);
@@ -84,21 +128,17 @@ where
         .as_secs_f64()
         .max(1e-6);
     latencies.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[i] as f64 / 1000.0
-    };
     let requests = latencies.len() as u64;
+    let per_request = laps.and_then(|l| l.take_percentiles(measure_from));
     let measured = Measured {
         requests,
         errors,
         seconds,
         rate: requests as f64 / seconds,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        request_p50_ms: per_request.map(|(p50, _)| p50),
+        request_p99_ms: per_request.map(|(_, p99)| p99),
     };
     if exhausted.load(Ordering::Relaxed) && first_error.is_none() && requests == 0 {
         first_error = Some("ran out of prepared input before measuring".into());

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use hyper::Method;
-use load::{Measured, Outcome};
+use load::{Laps, Measured, Outcome};
 use serde_json::{json, Value};
 
 #[derive(Parser, Clone)]
@@ -380,7 +380,12 @@ impl Args {
 }
 
 /// Runs the same step `args.runs` times.
-async fn repeat<S, Fut>(args: &Args, name: &'static str, step: S) -> ScenarioResult
+async fn repeat<S, Fut>(
+    args: &Args,
+    name: &'static str,
+    laps: Option<&Laps>,
+    step: S,
+) -> ScenarioResult
 where
     S: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Option<Outcome>> + Send,
@@ -389,7 +394,7 @@ where
     let mut runs = Vec::new();
     let mut first_error = None;
     for _ in 0..args.runs {
-        let (m, e) = load::run(args.connections, warmup, duration, step.clone()).await;
+        let (m, e) = load::run(args.connections, warmup, duration, laps, step.clone()).await;
         first_error = first_error.or(e);
         runs.push(m);
     }
@@ -398,7 +403,7 @@ where
 
 async fn healthz(args: &Args, ctx: &Ctx) -> ScenarioResult {
     let ctx = ctx.clone();
-    repeat(args, "healthz", move |worker| {
+    repeat(args, "healthz", None, move |worker| {
         let ctx = ctx.clone();
         async move {
             let r = ctx
@@ -417,7 +422,7 @@ async fn healthz(args: &Args, ctx: &Ctx) -> ScenarioResult {
 
 async fn client_credentials(args: &Args, ctx: &Ctx) -> ScenarioResult {
     let ctx = ctx.clone();
-    repeat(args, "client_credentials", move |worker| {
+    repeat(args, "client_credentials", None, move |worker| {
         let ctx = ctx.clone();
         async move {
             let form = [("grant_type", "client_credentials")];
@@ -456,7 +461,7 @@ async fn otp_token(args: &Args, ctx: &Ctx) -> Result<ScenarioResult, String> {
                 )
             }
         };
-        let (m, e) = load::run(args.connections, warmup, duration, step).await;
+        let (m, e) = load::run(args.connections, warmup, duration, None, step).await;
         first_error = first_error.or(e);
         expected_rate = m.rate.max(100.0);
         runs.push(m);
@@ -465,29 +470,41 @@ async fn otp_token(args: &Args, ctx: &Ctx) -> Result<ScenarioResult, String> {
 }
 
 /// A whole login of a new phone: getcode → verifycode → user creation → otp grant.
+/// Each of its four requests is also timed alone (`request_p99_ms`).
 async fn otp_login(args: &Args, ctx: &Ctx) -> ScenarioResult {
     let ctx = ctx.clone();
-    repeat(args, "otp_login", move |worker| {
-        let ctx = ctx.clone();
+    let laps = Laps::default();
+    let recorder = laps.clone();
+    repeat(args, "otp_login", Some(&laps), move |worker| {
+        let (ctx, laps) = (ctx.clone(), recorder.clone());
         async move {
             let login = async {
                 let phone = ctx.phones.next();
+                let sent = Instant::now();
                 ctx.send_form(worker, "/otp/getcode/", &[("phone", &phone)], false)
                     .await?;
+                laps.record(sent);
                 let code = ctx.codes.take(&phone).ok_or("no SMS reached the sink")?;
                 let verify = [("phone", phone.as_str()), ("code", &code)];
+                let sent = Instant::now();
                 let verified = ctx.send_form_json(worker, "/otp/verifycode/", &verify, false).await?;
+                laps.record(sent);
                 let ticket = verified["secret_identifier"].as_str().ok_or("no ticket")?;
                 let user = json!({ "auto_username": true, "secret_identifier": ticket, "first_name": "Bench" });
+                let sent = Instant::now();
                 let (status, body) = ctx
                     .conns
                     .send(worker, Method::PUT, "/api/v1/user/", Some((conn::JSON, user.to_string())), false)
                     .await?;
+                laps.record(sent);
                 if status != 201 {
                     return Err(format!("user: {status} {}", String::from_utf8_lossy(&body)));
                 }
                 let grant = [("grant_type", "otp"), ("phone", &phone), ("secret_identifier", ticket)];
-                ctx.send_form(worker, "/o/token/", &grant, true).await.map(drop)
+                let sent = Instant::now();
+                let issued = ctx.send_form(worker, "/o/token/", &grant, true).await.map(drop);
+                laps.record(sent);
+                issued
             };
             Some(login.await)
         }
@@ -511,7 +528,7 @@ async fn refresh(args: &Args, ctx: &Ctx) -> Result<ScenarioResult, String> {
     }
     let chains = Arc::new(chains);
     let ctx = ctx.clone();
-    Ok(repeat(args, "refresh", move |worker| {
+    Ok(repeat(args, "refresh", None, move |worker| {
         let (ctx, chains) = (ctx.clone(), chains.clone());
         async move {
             let current = chains.get(worker)?.lock().ok()?.clone();
@@ -545,7 +562,7 @@ async fn introspect(args: &Args, ctx: &Ctx) -> Result<ScenarioResult, String> {
         .ok_or("no access token")?
         .into();
     let ctx = ctx.clone();
-    Ok(repeat(args, "introspect", move |worker| {
+    Ok(repeat(args, "introspect", None, move |worker| {
         let (ctx, token) = (ctx.clone(), token.clone());
         async move {
             let outcome = ctx
@@ -615,8 +632,7 @@ async fn jwt_verify(args: &Args, ctx: &Ctx) -> Result<ScenarioResult, String> {
             errors,
             seconds,
             rate: n as f64 / seconds,
-            p50_ms: 0.0,
-            p99_ms: 0.0,
+            ..Measured::default()
         });
     }
     Ok(finish("jwt_verify", runs, first_error))
@@ -676,6 +692,9 @@ fn print_table(backend: &str, args: &Args, results: &[ScenarioResult], rss: Opti
             "{:<20} {:>12.0} {:>9} {:>9} {:>8} {:>10}",
             r.name, m.rate, p50, p99, m.errors, ratio
         );
+        if let (Some(p50), Some(p99)) = (m.request_p50_ms, m.request_p99_ms) {
+            println!("{:<20} {:>12} {p50:>9.2} {p99:>9.2}", "  each request", "");
+        }
         if let Some(e) = &r.first_error {
             println!("    first error: {e}");
         }
