@@ -204,17 +204,45 @@ fn conflict_field(message: &str) -> &'static str {
     }
 }
 
-/// `PUT /api/v1/user/`: creates a user for the phone a verification ticket proves.
-pub fn create(conn: &mut Conn, core: &Core, input: &Value, now: i64) -> AppResult<UserView> {
+/// A sign-up as the client sent it, read and checked without the database,
+/// so that it can be read where the request is (on an HTTP worker: phone
+/// parsing there keeps libphonenumber's per-thread regex caches off the
+/// blocking pool). Its field errors are reported only after the ticket has
+/// been checked, as the contract orders them.
+pub struct SignUp {
+    secret: String,
+    user: UserFields,
+    account: AccountFields,
+    /// `account.phone` in E.164; `Err` if it was given and is not a phone.
+    phone: Result<Option<String>, AppError>,
+    errors: FieldErrors,
+}
+
+struct UserFields {
+    username: String,
+    email: Option<String>,
+    first_name: String,
+    last_name: String,
+    password: Option<String>,
+}
+
+struct AccountFields {
+    blood_group: String,
+    dob: Option<i64>,
+    address: String,
+    zip_code: String,
+}
+
+/// Reads the body of `PUT /api/v1/user/`. Only a body that is not an object,
+/// or has no secret identifier, is refused here.
+pub fn read_sign_up(input: &Value, region: Option<phone::Region>) -> AppResult<SignUp> {
     let Some(obj) = input.as_object() else {
         return Err(AppError::invalid_request("the body must be an object"));
     };
-    // The ticket is checked before anything else.
     let secret = match obj.get("secret_identifier") {
-        Some(Value::String(s)) => s.as_str(),
+        Some(Value::String(s)) => s.clone(),
         _ => return Err(AppError::InvalidSecretIdentifier),
     };
-    let ticket = otp::ticket_for_user(conn, core, secret, now)?;
 
     let mut errors = FieldErrors::default();
     let email = text(obj, "email", &["email"], 254, &mut errors)
@@ -266,15 +294,12 @@ pub fn create(conn: &mut Conn, core: &Core, input: &Value, now: i64) -> AppResul
             &empty
         }
     };
-    if let Some(given) = text(account, "phone", &["account", "phone"], 32, &mut errors) {
-        match phone::normalize(&given, core.config.default_region) {
-            None => return Err(AppError::InvalidPhone),
-            Some(p) if p != ticket.phone => {
-                errors.add(&["account", "phone"], "does not match the verified phone")
-            }
-            Some(_) => {}
-        }
-    }
+    let phone = match text(account, "phone", &["account", "phone"], 32, &mut errors) {
+        None => Ok(None),
+        Some(given) => phone::normalize(&given, region)
+            .map(Some)
+            .ok_or(AppError::InvalidPhone),
+    };
     let blood_group = text(
         account,
         "blood_group",
@@ -311,15 +336,49 @@ pub fn create(conn: &mut Conn, core: &Core, input: &Value, now: i64) -> AppResul
             }
             parsed
         });
+    Ok(SignUp {
+        secret,
+        user: UserFields {
+            username,
+            email,
+            first_name,
+            last_name,
+            password,
+        },
+        account: AccountFields {
+            blood_group,
+            dob,
+            address,
+            zip_code,
+        },
+        phone,
+        errors,
+    })
+}
+
+/// `PUT /api/v1/user/`: creates a user for the phone a verification ticket proves.
+pub fn create(conn: &mut Conn, core: &Core, sign_up: SignUp, now: i64) -> AppResult<UserView> {
+    let SignUp {
+        secret,
+        user: fields,
+        account: account_fields,
+        phone,
+        mut errors,
+    } = sign_up;
+    // The ticket is checked before anything else.
+    let ticket = otp::ticket_for_user(conn, core, &secret, now)?;
+    if phone?.is_some_and(|p| p != ticket.phone) {
+        errors.add(&["account", "phone"], "does not match the verified phone");
+    }
     errors.into_result()?;
 
-    let password_hash = password.as_deref().map(hash_password).transpose()?;
+    let password_hash = fields.password.as_deref().map(hash_password).transpose()?;
     let user = UserRow {
         id: new_user_id(),
-        username,
-        email,
-        first_name,
-        last_name,
+        username: fields.username,
+        email: fields.email,
+        first_name: fields.first_name,
+        last_name: fields.last_name,
         password_hash,
         is_superuser: false,
         is_active: true,
@@ -328,10 +387,10 @@ pub fn create(conn: &mut Conn, core: &Core, input: &Value, now: i64) -> AppResul
     let account = AccountRow {
         user_id: user.id.clone(),
         phone: ticket.phone.clone(),
-        blood_group,
-        dob,
-        address,
-        zip_code,
+        blood_group: account_fields.blood_group,
+        dob: account_fields.dob,
+        address: account_fields.address,
+        zip_code: account_fields.zip_code,
         verified: true,
     };
     conn.write_tx(|conn| {

@@ -13,7 +13,11 @@ use crate::oauth::request::TokenRequest;
 use crate::oauth::{self, OAuthError};
 
 /// Reads a form body and the (single) Authorization header.
-async fn form_request(req: &HttpRequest, payload: web::Payload) -> AppResult<TokenRequest> {
+async fn form_request(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> AppResult<TokenRequest> {
     if body::kind(req)? != body::Kind::Form {
         return Err(OAuthError::invalid_request(
             "this endpoint takes application/x-www-form-urlencoded",
@@ -34,7 +38,12 @@ async fn form_request(req: &HttpRequest, payload: web::Payload) -> AppResult<Tok
         }
     };
     let bytes = body::read(payload, body::BODY_LIMIT).await?;
-    Ok(TokenRequest::parse(&bytes, authorization.as_deref())?)
+    let region = state.core.config.default_region;
+    Ok(TokenRequest::parse(
+        &bytes,
+        authorization.as_deref(),
+        region,
+    )?)
 }
 
 pub async fn token(
@@ -42,7 +51,7 @@ pub async fn token(
     req: HttpRequest,
     payload: web::Payload,
 ) -> AppResult<HttpResponse> {
-    let request = form_request(&req, payload).await?;
+    let request = form_request(&state, &req, payload).await?;
     let issued = state
         .blocking(move |conn, core| oauth::token::token(core, conn, &request))
         .await?;
@@ -67,7 +76,7 @@ pub async fn introspect(
     req: HttpRequest,
     payload: web::Payload,
 ) -> AppResult<HttpResponse> {
-    let request = form_request(&req, payload).await?;
+    let request = form_request(&state, &req, payload).await?;
     let info = state
         .blocking(move |conn, core| oauth::introspect::introspect(core, conn, &request))
         .await?;
@@ -81,7 +90,7 @@ pub async fn revoke(
     req: HttpRequest,
     payload: web::Payload,
 ) -> AppResult<HttpResponse> {
-    let request = form_request(&req, payload).await?;
+    let request = form_request(&state, &req, payload).await?;
     state
         .blocking(move |conn, core| oauth::introspect::revoke(core, conn, &request))
         .await?;

@@ -13,8 +13,9 @@ pub async fn create(
     payload: web::Payload,
 ) -> AppResult<HttpResponse> {
     let input = body::object(&req, payload).await?;
+    let sign_up = users::read_sign_up(&input, state.core.config.default_region)?;
     let user = state
-        .blocking(move |conn, core| users::create(conn, core, &input, core.now()))
+        .blocking(move |conn, core| users::create(conn, core, sign_up, core.now()))
         .await?;
     Ok(HttpResponse::Created().json(user))
 }

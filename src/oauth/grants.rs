@@ -20,7 +20,7 @@ use super::store::{Issued, OAuthStore};
 use super::token::store_failure;
 use super::{OAuthError, OAuthErrorKind};
 use crate::error::{AppError, AppResult};
-use crate::{db, otp, phone, secrets, users};
+use crate::{db, otp, secrets, users};
 
 /// `grant_type=otp`: a phone plus proof of it, either a verification ticket
 /// (`secret_identifier`) or the SMS `code` itself. A phone without proof is
@@ -31,10 +31,11 @@ pub fn otp(
     client: &Client,
 ) -> AppResult<Issued> {
     let core = store.core;
-    let raw_phone = request
+    request
         .param("phone")
         .ok_or_else(|| OAuthError::invalid_request("phone is required"))?;
-    let phone = phone::normalize(raw_phone, core.config.default_region)
+    let phone = request
+        .phone_param("phone")
         .ok_or_else(|| OAuthError::invalid_request("phone is not a valid phone number"))?;
     let proof = match (request.param("secret_identifier"), request.param("code")) {
         (Some(ticket), None) => otp::Proof::Ticket(ticket),
@@ -59,13 +60,13 @@ pub fn otp(
     // login costs one commit. The token is signed before it, for the phone's
     // user as read now or for the user about to be created.
     let now = store.now;
-    let known = db::users::find_by_phone(&mut store.conn(), &phone)?.map(|u| u.id);
+    let known = db::users::find_by_phone(&mut store.conn(), phone)?.map(|u| u.id);
     let auto_create = core.config.otp.auto_create_users;
     // An id is drawn only for a user that may be created.
     let new_id = (known.is_none() && auto_create).then(users::new_user_id);
     let Some(user_id) = known.or_else(|| new_id.clone()) else {
         // As with a wrong proof, the attempt counts: the proof is spent.
-        otp::consume_proof(&mut store.conn(), core, &phone, proof, now, |_| Ok(()))
+        otp::consume_proof(&mut store.conn(), core, phone, proof, now, |_| Ok(()))
             .map_err(as_invalid_grant)?;
         return Err(no_user());
     };
@@ -73,11 +74,11 @@ pub fn otp(
     store.with_refresh = client.allows(GrantType::RefreshToken);
     let mut tokens = store.prepare_tokens(&grant, None)?;
     let store_ref = &*store;
-    otp::consume_proof(&mut store_ref.conn(), core, &phone, proof, now, |conn| {
+    otp::consume_proof(&mut store_ref.conn(), core, phone, proof, now, |conn| {
         let owner = match new_id {
             // Nobody had this phone when it was read above: create its user,
             // or take the one a concurrent first login made since.
-            Some(id) => users::user_for_phone_as(conn, &phone, Some(id), now)?.id,
+            Some(id) => users::user_for_phone_as(conn, phone, Some(id), now)?.id,
             // The user read above, not read again (one statement fewer): one
             // deleted since then gets tokens, as a moment earlier it would have.
             None => grant.owner_id.clone(),
@@ -144,7 +145,6 @@ pub fn password(
     request: &TokenRequest,
     client: &Client,
 ) -> AppResult<Issued> {
-    let core = store.core;
     let login = request
         .param("username")
         .ok_or_else(|| OAuthError::invalid_request("username is required"))?;
@@ -154,8 +154,8 @@ pub fn password(
     let scope = client.grant_scope(request.param("scope"))?;
     let user = {
         let mut conn = store.conn();
-        let by_phone = match phone::normalize(login, core.config.default_region) {
-            Some(p) => db::users::find_by_phone(&mut conn, &p)?,
+        let by_phone = match request.phone_param("username") {
+            Some(p) => db::users::find_by_phone(&mut conn, p)?,
             None => None,
         };
         match by_phone {
