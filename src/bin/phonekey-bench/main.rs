@@ -736,18 +736,15 @@ fn mysql_database(url: &str) -> Result<(String, impl Drop), String> {
     let mut conn = diesel::MysqlConnection::establish(url).map_err(|e| format!("--mysql: {e}"))?;
     conn.batch_execute(&format!("CREATE DATABASE {name}"))
         .map_err(|e| format!("--mysql: {e}"))?;
-    // Only the database name changes; options such as `?unix_socket=` stay.
-    let (address, options) = url.split_once('?').unwrap_or((url, ""));
-    let base = address.rsplit_once('/').map_or(address, |(b, _)| b);
-    let options = if options.is_empty() {
-        String::new()
-    } else {
-        format!("?{options}")
-    };
-    Ok((
-        format!("{base}/{name}{options}"),
-        Dropper(url.to_string(), name),
-    ))
+    Ok((with_database(url, &name)?, Dropper(url.to_string(), name)))
+}
+
+/// `url` naming database `name` instead; options such as `?unix_socket=` stay.
+#[cfg(any(feature = "mysql", test))]
+fn with_database(url: &str, name: &str) -> Result<String, String> {
+    let mut parsed = url::Url::parse(url).map_err(|e| format!("--mysql: {e}"))?;
+    parsed.set_path(&format!("/{name}"));
+    Ok(parsed.into())
 }
 
 #[cfg(not(feature = "mysql"))]
@@ -846,4 +843,26 @@ async fn run(args: Args) -> Result<bool, String> {
     println!("\nresults written to {}", args.json.display());
     drop(keep);
     Ok(clean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn only_the_database_name_changes() {
+        assert_eq!(
+            with_database("mysql://root@127.0.0.1:3306/test", "pk_bench_1").as_deref(),
+            Ok("mysql://root@127.0.0.1:3306/pk_bench_1")
+        );
+        assert_eq!(
+            with_database(
+                "mysql://root@localhost/test?unix_socket=/run/mysqld/mysqld.sock",
+                "pk_bench_2"
+            )
+            .as_deref(),
+            Ok("mysql://root@localhost/pk_bench_2?unix_socket=/run/mysqld/mysqld.sock")
+        );
+        assert!(with_database("not a url", "x").is_err());
+    }
 }
