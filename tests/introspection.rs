@@ -101,6 +101,7 @@ async fn active_tokens_describe_themselves() {
     assert_eq!(info["active"], true);
     assert_eq!(info["token_type"], "refresh_token");
     assert_eq!(info["sub"], s.user["id"]);
+    assert_eq!(info["username"], s.user["username"]);
     // A wrong hint only costs a second look.
     let (_, info) = post(
         &s.server,
@@ -110,6 +111,21 @@ async fn active_tokens_describe_themselves() {
     )
     .await;
     assert_eq!(info["active"], true);
+}
+
+#[tokio::test]
+async fn a_clients_own_token_has_no_username() {
+    let s = setup().await;
+    let (rs_id, rs_secret) = &s.resource_server;
+    let (status, tokens, _) = s
+        .server
+        .token_basic(rs_id, rs_secret, &[("grant_type", "client_credentials")])
+        .await;
+    assert_eq!(status, 200, "{tokens}");
+    let info = introspect(&s, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(info["active"], true);
+    assert_eq!(info["sub"], rs_id.as_str());
+    assert!(info.get("username").is_none(), "{info}");
 }
 
 /// Tokens made from a real one (same `kid`, same `jti`, so that only the

@@ -151,3 +151,5 @@ diesel::table! {
 
 diesel::joinable!(accounts -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(users, accounts);
+diesel::allow_tables_to_appear_in_same_query!(access_tokens, users);
+diesel::allow_tables_to_appear_in_same_query!(refresh_tokens, users);

@@ -8,12 +8,13 @@ use super::store::OAuthStore;
 use super::token::authenticate;
 use super::OAuthError;
 use crate::core::Core;
+use crate::db::tokens::WithUsername;
 use crate::db::{self, Conn, DbConn};
 use crate::error::AppResult;
 
 enum Found {
-    Access(db::tokens::AccessTokenRow),
-    Refresh(db::tokens::RefreshTokenRow),
+    Access(WithUsername<db::tokens::AccessTokenRow>),
+    Refresh(WithUsername<db::tokens::RefreshTokenRow>),
 }
 
 /// Finds the token, trying the hinted kind first (RFC 7662 §2.1, RFC 7009 §2.1:
@@ -32,13 +33,13 @@ fn find(
         let Some(jti) = core.keys().verified_jti(token) else {
             return Ok(None);
         };
-        Ok(db::tokens::find_access(conn, &jti)?.map(Found::Access))
+        Ok(db::tokens::find_access_with_username(conn, &jti)?.map(Found::Access))
     };
     let refresh = |conn: &mut DbConn| -> AppResult<Option<Found>> {
         if token.contains('.') {
             return Ok(None);
         }
-        Ok(db::tokens::find_refresh(conn, token)?.map(Found::Refresh))
+        Ok(db::tokens::find_refresh_with_username(conn, token)?.map(Found::Refresh))
     };
     if hint == Some("refresh_token") {
         if let Some(found) = refresh(conn)? {
@@ -50,13 +51,6 @@ fn find(
         return Ok(Some(found));
     }
     refresh(conn)
-}
-
-fn username(conn: &mut DbConn, user_id: Option<&str>) -> AppResult<Option<String>> {
-    match user_id {
-        Some(id) => Ok(db::users::find_by_id(conn, id)?.map(|u| u.username)),
-        None => Ok(None),
-    }
 }
 
 /// `POST /o/introspect/`: for authenticated confidential clients (resource
@@ -77,19 +71,19 @@ pub fn introspect(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppRe
     let inactive = json!({ "active": false });
     let issuer = &core.config.issuer;
     Ok(match found {
-        Some(Found::Access(row)) if !row.revoked && row.expires_at > now => {
+        Some(Found::Access((row, username))) if !row.revoked && row.expires_at > now => {
             let sub = row.user_id.clone().unwrap_or_else(|| row.client_id.clone());
             let mut info = json!({
                 "active": true, "token_type": "Bearer", "scope": row.scope, "client_id": row.client_id,
                 "sub": sub, "exp": row.expires_at, "iat": row.issued_at, "iss": issuer,
                 "aud": row.audience.as_deref().unwrap_or(&core.config.tokens.audience), "jti": row.jti,
             });
-            if let Some(name) = username(&mut conn, row.user_id.as_deref())? {
+            if let Some(name) = username {
                 info["username"] = json!(name);
             }
             info
         }
-        Some(Found::Refresh(row))
+        Some(Found::Refresh((row, username)))
             if !row.revoked && row.used_at.is_none() && row.expires_at > now =>
         {
             let sub = row.user_id.clone().unwrap_or_else(|| row.client_id.clone());
@@ -97,7 +91,7 @@ pub fn introspect(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppRe
                 "active": true, "token_type": "refresh_token", "scope": row.scope, "client_id": row.client_id,
                 "sub": sub, "exp": row.expires_at, "iat": row.issued_at, "iss": issuer,
             });
-            if let Some(name) = username(&mut conn, row.user_id.as_deref())? {
+            if let Some(name) = username {
                 info["username"] = json!(name);
             }
             info
@@ -117,10 +111,10 @@ pub fn revoke(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppResult
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
     let mut conn = store.conn();
     match find(core, &mut conn, token, request.param("token_type_hint"))? {
-        Some(Found::Refresh(row)) if row.client_id == client.id => {
+        Some(Found::Refresh((row, _))) if row.client_id == client.id => {
             conn.write_tx(|c| db::tokens::revoke_family(c, &row.family))?;
         }
-        Some(Found::Access(row)) if row.client_id == client.id => {
+        Some(Found::Access((row, _))) if row.client_id == client.id => {
             conn.write_tx(|c| db::tokens::revoke_access(c, &row.jti))?;
         }
         _ => {}
