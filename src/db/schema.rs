@@ -103,6 +103,7 @@ diesel::table! {
         expires_at -> BigInt,
         revoked -> Bool,
         audience -> Nullable<Text>,
+        token_hash -> Nullable<Text>,
     }
 }
 

@@ -36,6 +36,9 @@ pub struct AccessTokenRow {
     pub revoked: bool,
     /// The `aud` it was issued for, when not the default audience.
     pub audience: Option<String>,
+    /// SHA-256 of the token as issued; `None` for tokens from before it was
+    /// kept, whose signature must be verified instead.
+    pub token_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

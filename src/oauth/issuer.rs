@@ -121,6 +121,7 @@ impl OAuthStore<'_> {
             expires_at: now + ttl,
             revoked: false,
             audience: resource.clone(),
+            token_hash: Some(secrets::sha256_hex(access_token.as_bytes())),
         };
         let refresh_row =
             refresh_token

@@ -245,6 +245,25 @@ impl KeyRing {
             .map(|d| d.claims)
     }
 
+    /// The `jti` a token claims if its header names one of the published keys
+    /// with that key's algorithm. Nothing is verified: the caller must bind
+    /// the token to what it finds (introspection compares the stored hash).
+    pub fn claimed_jti(&self, token: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Jti {
+            jti: String,
+        }
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let kid = header.kid?;
+        let verifier = self.verifying.iter().find(|v| v.kid == kid)?;
+        if header.alg != verifier.algorithm {
+            return None;
+        }
+        let payload = token.split('.').nth(1)?;
+        let claims: Jti = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        Some(claims.jti)
+    }
+
     /// The `jti` of a token that carries our signature (from any of the
     /// published keys), whatever its expiry or audience: the database decides
     /// whether it is still active.

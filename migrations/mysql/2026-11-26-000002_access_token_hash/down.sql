@@ -1,0 +1,1 @@
+ALTER TABLE access_tokens DROP COLUMN token_hash;
