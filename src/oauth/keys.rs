@@ -233,9 +233,7 @@ impl KeyRing {
 
     /// Verifies signature, issuer, audience and expiry; `None` for anything else.
     pub fn verify(&self, token: &str, issuer: &str, audience: &str) -> Option<AccessClaims> {
-        let header = jsonwebtoken::decode_header(token).ok()?;
-        let kid = header.kid?;
-        let verifier = self.verifying.iter().find(|v| v.kid == kid)?;
+        let verifier = self.named_key(token)?;
         let mut validation = Validation::new(verifier.algorithm);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
@@ -245,20 +243,20 @@ impl KeyRing {
             .map(|d| d.claims)
     }
 
+    /// The published key that a token's header names, if the header also
+    /// names that key's algorithm.
+    fn named_key(&self, token: &str) -> Option<&Verifier> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let kid = header.kid?;
+        let verifier = self.verifying.iter().find(|v| v.kid == kid)?;
+        (header.alg == verifier.algorithm).then_some(verifier)
+    }
+
     /// The `jti` a token claims if its header names one of the published keys
     /// with that key's algorithm. Nothing is verified: the caller must bind
     /// the token to what it finds (introspection compares the stored hash).
     pub fn claimed_jti(&self, token: &str) -> Option<String> {
-        #[derive(Deserialize)]
-        struct Jti {
-            jti: String,
-        }
-        let header = jsonwebtoken::decode_header(token).ok()?;
-        let kid = header.kid?;
-        let verifier = self.verifying.iter().find(|v| v.kid == kid)?;
-        if header.alg != verifier.algorithm {
-            return None;
-        }
+        self.named_key(token)?;
         let payload = token.split('.').nth(1)?;
         let claims: Jti = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
         Some(claims.jti)
@@ -268,16 +266,7 @@ impl KeyRing {
     /// published keys), whatever its expiry or audience: the database decides
     /// whether it is still active.
     pub fn verified_jti(&self, token: &str) -> Option<String> {
-        #[derive(Deserialize)]
-        struct Jti {
-            jti: String,
-        }
-        let header = jsonwebtoken::decode_header(token).ok()?;
-        let kid = header.kid?;
-        let verifier = self.verifying.iter().find(|v| v.kid == kid)?;
-        if header.alg != verifier.algorithm {
-            return None;
-        }
+        let verifier = self.named_key(token)?;
         if let Some(key) = &verifier.ed {
             return ed_payload::<Jti>(token, key).map(|c| c.jti);
         }
@@ -293,6 +282,11 @@ impl KeyRing {
     pub fn jwks_json(&self) -> &str {
         &self.jwks
     }
+}
+
+#[derive(Deserialize)]
+struct Jti {
+    jti: String,
 }
 
 /// The payload of a compact JWS (header.payload.signature) if `key` made its
