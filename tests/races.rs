@@ -57,6 +57,45 @@ async fn parallel_verifycode_yields_one_ticket() {
     }
 }
 
+/// 20 wrong guesses at once: only the first five count (each answer that
+/// counted says how many are left), the rest are refused, and afterwards
+/// even the right code is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_wrong_guesses_count_at_most_five() {
+    let server = std::sync::Arc::new(TestServer::start());
+    let phone = new_phone();
+    let code = server.get_code(&phone).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let results = statuses(|| {
+        let (server, phone) = (server.clone(), phone.clone());
+        async move {
+            server
+                .post_form(
+                    "/otp/verifycode/",
+                    &[("phone", &phone), ("code", wrong)],
+                    &new_ip(),
+                )
+                .await
+        }
+    })
+    .await;
+    let counted: Vec<i64> = results
+        .iter()
+        .filter_map(|(_, body)| body["attempts_left"].as_i64())
+        .collect();
+    assert_eq!(counted.len(), 5, "{results:?}");
+    let mut left = counted.clone();
+    left.sort_unstable();
+    assert_eq!(
+        left,
+        [0, 1, 2, 3, 4],
+        "each counted guess saw its own count"
+    );
+    assert_eq!(count(&results, 429), RACERS - 5, "{results:?}");
+    let (status, body) = server.verify(&phone, &code).await;
+    expect_error(status, &body, 429, "too_many_attempts");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_refreshes_yield_one_new_pair() {
     let server = std::sync::Arc::new(TestServer::start());
