@@ -504,8 +504,6 @@ async fn client_credentials_issues_a_client_token_without_refresh() {
 /// backend's key layout: the time, then the hash, on SQLite; the hash on MySQL.
 #[tokio::test]
 async fn refresh_tokens_from_before_the_time_prefix_still_rotate() {
-    use diesel::sql_types::Text;
-    use diesel::RunQueryDsl;
     use phonekey::db::tokens::refresh_key;
     use phonekey::secrets;
 
@@ -516,9 +514,7 @@ async fn refresh_tokens_from_before_the_time_prefix_still_rotate() {
     let issued = tokens["refresh_token"].as_str().unwrap();
     let time = secrets::ordered_secret_time(issued).expect("a new token starts with its time");
 
-    let mut conn = server.state.pool.get().unwrap();
-    let backend = conn.backend();
-    let key = refresh_key(backend, issued);
+    let key = refresh_key(server.config.database.backend, issued);
     let hash = secrets::sha256_hex(issued.as_bytes());
     match server.db.backend() {
         "sqlite" => assert_eq!(key, format!("{time}{hash}")),
@@ -527,14 +523,11 @@ async fn refresh_tokens_from_before_the_time_prefix_still_rotate() {
     // Rewrite the stored row as an old build left it.
     let old = secrets::random_urlsafe(32);
     assert_eq!(secrets::ordered_secret_time(&old), None);
-    let changed =
-        diesel::sql_query("UPDATE refresh_tokens SET token_hash = ? WHERE token_hash = ?")
-            .bind::<Text, _>(secrets::sha256_hex(old.as_bytes()))
-            .bind::<Text, _>(&key)
-            .execute(&mut **conn)
-            .unwrap();
+    let changed = server.rewrite_rows(
+        "UPDATE refresh_tokens SET token_hash = ? WHERE token_hash = ?",
+        &[&secrets::sha256_hex(old.as_bytes()), &key],
+    );
     assert_eq!(changed, 1, "the issued token is stored under its key");
-    drop(conn);
 
     let refresh = |token: String| {
         let (server, client_id, secret) = (&server, &client_id, &secret);

@@ -168,18 +168,13 @@ fn forgeries(real: &str) -> Vec<String> {
 /// signature, and forgeries of them are refused all the same.
 #[tokio::test]
 async fn tokens_issued_before_their_hash_was_kept_are_checked_by_signature() {
-    use diesel::sql_types::Text;
-    use diesel::RunQueryDsl;
-
     let s = setup().await;
     let jti = jwt_claims(&s.access)["jti"].as_str().unwrap().to_string();
-    let mut conn = s.server.state.pool.get().unwrap();
-    let changed = diesel::sql_query("UPDATE access_tokens SET token_hash = NULL WHERE jti = ?")
-        .bind::<Text, _>(&jti)
-        .execute(&mut **conn)
-        .unwrap();
+    let changed = s.server.rewrite_rows(
+        "UPDATE access_tokens SET token_hash = NULL WHERE jti = ?",
+        &[&jti],
+    );
     assert_eq!(changed, 1, "the token's row has a hash to forget");
-    drop(conn);
 
     let info = introspect(&s, &s.access).await;
     assert_eq!(info["active"], true, "{info}");

@@ -354,6 +354,22 @@ impl TestServer {
         self.state.core.reload_keys(&mut conn).expect("reload keys");
     }
 
+    /// Rewrites stored rows as an older build left them: runs `sql`, whose
+    /// `?`s take `binds` as text, and returns how many rows it changed.
+    pub fn rewrite_rows(&self, sql: &str, binds: &[&str]) -> usize {
+        use diesel::connection::Connection;
+        use diesel::sql_types::Text;
+        use diesel::RunQueryDsl;
+        type Db = <phonekey::db::DbConn as Connection>::Backend;
+
+        let mut query = diesel::sql_query(sql).into_boxed::<Db>();
+        for value in binds {
+            query = query.bind::<Text, _>(*value);
+        }
+        let mut conn = self.state.pool.get().expect("a pooled connection");
+        query.execute(&mut **conn).expect("the rewrite")
+    }
+
     pub fn clock_now(&self) -> i64 {
         use phonekey::clock::Clock;
         self.clock.now()
