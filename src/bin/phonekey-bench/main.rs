@@ -3,12 +3,17 @@
 //! its own HTTP load generator, and reports requests/s, latency, errors, the
 //! ratio to the same server's `/healthz`, and the server's peak RSS.
 //!
+//! Where a scenario writes or reads the database, a second figure ("db
+//! only", storage.rs) is that request's statements made directly, without
+//! the server: the database's ceiling for the scenario in the same run.
+//!
 //!   cargo build --release --features mysql
 //!   target/release/phonekey-bench [--mysql mysql://root@127.0.0.1:3306/test] [--quick]
 
 mod conn;
 mod load;
 mod sink;
+mod storage;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,6 +60,9 @@ struct Args {
     /// The phonekey binary (default: next to this one).
     #[arg(long)]
     server: Option<PathBuf>,
+    /// Skip the "db only" storage ceilings.
+    #[arg(long)]
+    no_db_only: bool,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
@@ -243,6 +251,9 @@ struct ScenarioResult {
     median: Measured,
     runs: Vec<Measured>,
     first_error: Option<String>,
+    /// The scenario's statements alone, without the server (storage.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    db_only: Option<Box<ScenarioResult>>,
 }
 
 /// What every request needs. `http` is for setting up (not measured);
@@ -367,6 +378,7 @@ fn finish(name: &'static str, runs: Vec<Measured>, first_error: Option<String>) 
         median: load::median(runs.clone()),
         runs,
         first_error,
+        db_only: None,
     }
 }
 
@@ -674,8 +686,8 @@ fn print_table(backend: &str, args: &Args, results: &[ScenarioResult], rss: Opti
         args.connections, args.runs, args.duration, args.warmup
     );
     println!(
-        "{:<20} {:>12} {:>9} {:>9} {:>8} {:>10}",
-        "scenario", "per second", "p50 ms", "p99 ms", "errors", "/ healthz"
+        "{:<20} {:>12} {:>9} {:>9} {:>8} {:>10} {:>10} {:>10}",
+        "scenario", "per second", "p50 ms", "p99 ms", "errors", "/ healthz", "db only", "/ db only"
     );
     for r in results {
         let m = &r.median;
@@ -688,14 +700,25 @@ fn print_table(backend: &str, args: &Args, results: &[ScenarioResult], rss: Opti
         } else {
             (format!("{:.2}", m.p50_ms), format!("{:.2}", m.p99_ms))
         };
+        let (db_only, of_db) = match &r.db_only {
+            Some(d) if d.median.rate > 0.0 => (
+                format!("{:.0}", d.median.rate),
+                format!("{:.2}", m.rate / d.median.rate),
+            ),
+            _ => ("-".to_string(), "-".to_string()),
+        };
         println!(
-            "{:<20} {:>12.0} {:>9} {:>9} {:>8} {:>10}",
-            r.name, m.rate, p50, p99, m.errors, ratio
+            "{:<20} {:>12.0} {:>9} {:>9} {:>8} {:>10} {:>10} {:>10}",
+            r.name, m.rate, p50, p99, m.errors, ratio, db_only, of_db
         );
         if let (Some(p50), Some(p99)) = (m.request_p50_ms, m.request_p99_ms) {
             println!("{:<20} {:>12} {p50:>9.2} {p99:>9.2}", "  each request", "");
         }
-        if let Some(e) = &r.first_error {
+        for e in r
+            .first_error
+            .iter()
+            .chain(r.db_only.iter().flat_map(|d| &d.first_error))
+        {
             println!("    first error: {e}");
         }
     }
@@ -804,12 +827,27 @@ async fn run(args: Args) -> Result<bool, String> {
             codes: sink.codes.clone(),
             phones: Arc::new(Phones(AtomicU64::new(0))),
         };
-        let results = scenarios(&args, &ctx).await?;
+        let mut results = scenarios(&args, &ctx).await?;
         let rss = server.peak_rss_mib();
+        if !args.no_db_only {
+            // While the server idles: its database, its client.
+            let store = storage::Storage::open(&database_url, &server.client_id)?;
+            for r in &mut results {
+                r.db_only = storage::ceiling(&args, &ctx, &store, r.name, r.median.rate)
+                    .await?
+                    .map(Box::new);
+            }
+        }
         print_table(backend, &args, &results, rss);
         for r in &results {
-            let ran = r.median.requests > 0;
-            let errors = r.runs.iter().map(|m| m.errors).sum::<u64>();
+            let ran = r.median.requests > 0
+                && r.db_only.as_ref().is_none_or(|d| d.median.requests > 0);
+            let errors = r
+                .runs
+                .iter()
+                .chain(r.db_only.iter().flat_map(|d| &d.runs))
+                .map(|m| m.errors)
+                .sum::<u64>();
             if !ran || errors > 0 {
                 clean = false;
                 eprintln!(
