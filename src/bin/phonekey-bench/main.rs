@@ -840,8 +840,8 @@ async fn run(args: Args) -> Result<bool, String> {
         }
         print_table(backend, &args, &results, rss);
         for r in &results {
-            let ran = r.median.requests > 0
-                && r.db_only.as_ref().is_none_or(|d| d.median.requests > 0);
+            let ran =
+                r.median.requests > 0 && r.db_only.as_ref().is_none_or(|d| d.median.requests > 0);
             let errors = r
                 .runs
                 .iter()
