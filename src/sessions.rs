@@ -36,14 +36,18 @@ pub fn log_in_with_code(
     code: &str,
     now: i64,
 ) -> Result<NewSession, LoginError> {
-    let result = otp::verify_code(conn, core, phone, code, now, |c| {
+    let auto_create = core.config.otp.auto_create_users;
+    let ttl = core.config.session_ttl;
+    let owned_phone = phone.to_string();
+    let result = otp::verify_code(conn, core, phone, code, now, move |c| {
+        let phone = owned_phone.as_str();
         let user = match db::users::find_by_phone(c, phone)? {
             Some(user) => user,
-            None if core.config.otp.auto_create_users => users::user_for_phone(c, phone, now)?,
+            None if auto_create => users::user_for_phone(c, phone, now)?,
             // Rolls the spend back too: the code stays usable once the user exists.
             None => return Err(AppError::NotFound),
         };
-        start(c, core, &user, now)
+        start(c, ttl, &user, now)
     });
     match result {
         Ok(session) => Ok(session),
@@ -53,7 +57,7 @@ pub fn log_in_with_code(
     }
 }
 
-fn start(conn: &mut DbConn, core: &Core, user: &UserRow, now: i64) -> AppResult<NewSession> {
+fn start(conn: &mut DbConn, ttl: i64, user: &UserRow, now: i64) -> AppResult<NewSession> {
     let token = secrets::random_urlsafe(32);
     db::sessions::insert(
         conn,
@@ -61,7 +65,7 @@ fn start(conn: &mut DbConn, core: &Core, user: &UserRow, now: i64) -> AppResult<
             session_hash: secrets::sha256_hex(token.as_bytes()),
             user_id: user.id.clone(),
             created_at: now,
-            expires_at: now + core.config.session_ttl,
+            expires_at: now + ttl,
         },
     )?;
     Ok(NewSession {
@@ -91,5 +95,5 @@ pub fn end(conn: &mut Conn, token: &str) -> AppResult<()> {
         return Ok(());
     }
     let hash = secrets::sha256_hex(token.as_bytes());
-    Ok(conn.write_tx(|c| db::sessions::delete(c, &hash))?)
+    Ok(conn.write_tx(move |c| db::sessions::delete(c, &hash))?)
 }

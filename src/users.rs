@@ -393,11 +393,12 @@ pub fn create(conn: &mut Conn, core: &Core, sign_up: SignUp, now: i64) -> AppRes
         zip_code: account_fields.zip_code,
         verified: true,
     };
-    conn.write_tx(|conn| {
+    let (stored_user, stored_account) = (user.clone(), account.clone());
+    conn.write_tx(move |conn| {
         if !db::tickets::consume_for_user(conn, &ticket.ticket_hash, &ticket.phone, now)? {
             return Err(AppError::InvalidSecretIdentifier);
         }
-        db::users::insert(conn, &user, Some(&account)).map_err(|e| match e {
+        db::users::insert(conn, &stored_user, Some(&stored_account)).map_err(|e| match e {
             DbError::Conflict(m) => AppError::Conflict {
                 field: conflict_field(&m),
             },

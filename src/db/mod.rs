@@ -57,11 +57,13 @@ pub struct Conn {
 impl Conn {
     /// Every write goes through here: a transaction (an `Err` from `f` rolls
     /// back what `f` did) that has committed when this returns. On SQLite it
-    /// runs on the shared writer connection, not on this one.
+    /// runs on the writer thread's connection, not on this one, so `f` owns
+    /// what it uses and hands back what the caller needs.
     pub fn write_tx<T, E, F>(&mut self, f: F) -> Result<T, E>
     where
-        E: From<DbError>,
-        F: FnOnce(&mut DbConn) -> Result<T, E>,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
     {
         match &self.writer {
             Some(writer) => writer.run(f),
@@ -74,8 +76,9 @@ impl Conn {
     /// SQLite it joins the group commit without a savepoint of its own.
     pub fn write_one<T, E, F>(&mut self, f: F) -> Result<T, E>
     where
-        E: From<DbError>,
-        F: FnOnce(&mut DbConn) -> Result<T, E>,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
     {
         match &self.writer {
             Some(writer) => writer.run_one(f),

@@ -36,7 +36,8 @@ fn purge_table(
     };
     let mut total = 0;
     loop {
-        let n = conn.write_tx(|c| {
+        let sql = sql.clone();
+        let n = conn.write_tx(move |c| {
             Ok::<_, super::DbError>(
                 diesel::sql_query(&sql)
                     .bind::<BigInt, _>(before)

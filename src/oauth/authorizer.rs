@@ -83,7 +83,7 @@ impl Authorizer for OAuthStore<'_> {
             resource: self.audience.borrow().clone(),
         };
         self.conn()
-            .write_tx(|c| db::codes_auth::insert(c, &row))
+            .write_tx(move |c| db::codes_auth::insert(c, &row))
             .map_err(|e| self.fail(e.into()))?;
         Ok(code)
     }
@@ -96,7 +96,10 @@ impl Authorizer for OAuthStore<'_> {
         let now = self.now;
         let won = self
             .conn()
-            .write_tx(|c| db::codes_auth::consume(c, &hash, now))
+            .write_tx({
+                let hash = hash.clone();
+                move |c| db::codes_auth::consume(c, &hash, now)
+            })
             .map_err(|e| self.fail(e.into()))?;
         if !won {
             return Ok(None);

@@ -273,7 +273,8 @@ pub fn create(conn: &mut Conn, spec: &NewClient, now: i64) -> AppResult<(Client,
         disabled_at: None,
         resources: spec.resources.join(" "),
     };
-    conn.write_tx(|conn| db::clients::insert(conn, &row))?;
+    let stored = row.clone();
+    conn.write_tx(move |conn| db::clients::insert(conn, &stored))?;
     Ok((Client::from(row), secret))
 }
 

@@ -70,25 +70,29 @@ pub fn otp(
             .map_err(as_invalid_grant)?;
         return Err(no_user());
     };
-    let mut grant = user_grant(store, client, user_id, scope)?;
+    let grant = user_grant(store, client, user_id, scope)?;
     store.with_refresh = client.allows(GrantType::RefreshToken);
-    let mut tokens = store.prepare_tokens(&grant, None)?;
-    let store_ref = &*store;
-    otp::consume_proof(&mut store_ref.conn(), core, phone, proof, now, |conn| {
-        let owner = match new_id {
+    let tokens = store.prepare_tokens(&grant, None)?;
+    let (keys, new_phone) = (core.keys(), phone.to_string());
+    let tokens = otp::consume_proof(&mut store.conn(), core, phone, proof, now, move |conn| {
+        let tokens = match new_id {
             // Nobody had this phone when it was read above: create its user,
-            // or take the one a concurrent first login made since.
-            Some(id) => users::user_for_phone_as(conn, phone, Some(id), now)?.id,
+            // or take the one a concurrent first login made since (and sign
+            // for that one).
+            Some(id) => {
+                let owner = users::user_for_phone_as(conn, &new_phone, Some(id), now)?.id;
+                if owner == tokens.owner() {
+                    tokens
+                } else {
+                    tokens.for_owner(&keys, &owner)?
+                }
+            }
             // The user read above, not read again (one statement fewer): one
             // deleted since then gets tokens, as a moment earlier it would have.
-            None => grant.owner_id.clone(),
+            None => tokens,
         };
-        if owner != grant.owner_id {
-            // The phone's user changed since the read above: sign for the real one.
-            grant.owner_id = owner;
-            tokens = store_ref.prepare_tokens(&grant, None)?;
-        }
-        store_tokens(conn, &tokens, None, None, now)
+        store_tokens(conn, &tokens, None, None, now)?;
+        Ok(tokens)
     })
     .map_err(as_invalid_grant)?;
     Ok(store.record_issued(tokens))

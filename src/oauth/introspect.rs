@@ -122,10 +122,10 @@ pub fn revoke(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppResult
     let mut conn = store.conn();
     match find(core, &mut conn, token, request.param("token_type_hint"))? {
         Some(Found::Refresh((row, _))) if row.client_id == client.id => {
-            conn.write_tx(|c| db::tokens::revoke_family(c, &row.family))?;
+            conn.write_tx(move |c| db::tokens::revoke_family(c, &row.family))?;
         }
         Some(Found::Access((row, _))) if row.client_id == client.id => {
-            conn.write_tx(|c| db::tokens::revoke_access(c, &row.jti))?;
+            conn.write_tx(move |c| db::tokens::revoke_access(c, &row.jti))?;
         }
         _ => {}
     }

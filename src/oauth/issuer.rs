@@ -10,7 +10,7 @@ use oxide_auth::primitives::grant::{Extensions, Grant};
 use oxide_auth::primitives::issuer::{IssuedToken, Issuer, RefreshedToken, TokenType};
 use url::Url;
 
-use super::keys::AccessClaims;
+use super::keys::{AccessClaims, KeyRing};
 use super::store::{Issued, OAuthStore};
 use super::OAuthError;
 use crate::db::{self, tokens::AccessTokenRow, tokens::RefreshTokenRow, DbConn};
@@ -40,8 +40,29 @@ pub(super) fn scope_string(scope: &oxide_auth::primitives::scope::Scope) -> Stri
 /// Signed tokens and the rows that record them, ready to be stored.
 pub(super) struct Prepared {
     issued: Issued,
+    claims: AccessClaims,
     access_row: AccessTokenRow,
     refresh_row: Option<RefreshTokenRow>,
+}
+
+impl Prepared {
+    /// The same tokens for user `owner` instead, signed with `keys` (for a
+    /// login whose phone got its user from a concurrent login meanwhile).
+    pub(super) fn for_owner(mut self, keys: &KeyRing, owner: &str) -> AppResult<Prepared> {
+        self.claims.sub = owner.to_string();
+        let token = keys.sign(&self.claims)?;
+        self.access_row.user_id = Some(owner.to_string());
+        self.access_row.token_hash = Some(secrets::sha256_hex(token.as_bytes()));
+        if let Some(row) = self.refresh_row.as_mut() {
+            row.user_id = Some(owner.to_string());
+        }
+        self.issued.access_token = token;
+        Ok(self)
+    }
+
+    pub(super) fn owner(&self) -> &str {
+        &self.claims.sub
+    }
 }
 
 /// Stores prepared tokens inside the caller's write transaction, after
@@ -89,7 +110,7 @@ impl OAuthStore<'_> {
         let scope = scope_string(&grant.scope);
         let jti = secrets::ordered_id(12);
         let resource = self.audience.borrow().clone();
-        let access_token = core.keys().sign(&AccessClaims {
+        let claims = AccessClaims {
             iss: core.config.issuer.clone(),
             sub: grant.owner_id.clone(),
             aud: resource
@@ -100,7 +121,8 @@ impl OAuthStore<'_> {
             jti: jti.clone(),
             client_id: grant.client_id.clone(),
             scope: scope.clone(),
-        })?;
+        };
+        let access_token = core.keys().sign(&claims)?;
         // client_credentials tokens have the client as owner and no user.
         let user_id = (grant.owner_id != grant.client_id).then(|| grant.owner_id.clone());
         let refresh_token = self.with_refresh.then(secrets::ordered_secret);
@@ -147,6 +169,7 @@ impl OAuthStore<'_> {
                 expires_in: ttl,
                 scope,
             },
+            claims,
             access_row,
             refresh_row,
         })
@@ -159,14 +182,21 @@ impl OAuthStore<'_> {
         let tokens = self.prepare_tokens(grant, spend)?;
         let spend_code = self.spend_code.borrow_mut().take();
         let now = self.now;
-        if spend.is_none() && spend_code.is_none() && tokens.refresh_row.is_none() {
+        // The writes own what they store (on SQLite they run on the writer
+        // thread) and hand it back.
+        let tokens = if spend.is_none() && spend_code.is_none() && tokens.refresh_row.is_none() {
             // client_credentials: one INSERT, no transaction needed.
-            self.conn()
-                .write_one(|conn| db::tokens::insert_access(conn, &tokens.access_row))?;
+            self.conn().write_one(move |conn| {
+                db::tokens::insert_access(conn, &tokens.access_row)?;
+                Ok::<_, AppError>(tokens)
+            })?
         } else {
-            self.conn()
-                .write_tx(|conn| store_tokens(conn, &tokens, spend, spend_code.as_deref(), now))?;
-        }
+            let spend = spend.map(str::to_string);
+            self.conn().write_tx(move |conn| {
+                store_tokens(conn, &tokens, spend.as_deref(), spend_code.as_deref(), now)?;
+                Ok::<_, AppError>(tokens)
+            })?
+        };
         Ok(self.record_issued(tokens))
     }
 
@@ -176,9 +206,10 @@ impl OAuthStore<'_> {
         tokens.issued
     }
     pub(super) fn revoke_family(&self, family: &str) {
+        let family = family.to_string();
         if let Err(e) = self
             .conn()
-            .write_tx(|conn| db::tokens::revoke_family(conn, family))
+            .write_tx(move |conn| db::tokens::revoke_family(conn, &family))
         {
             tracing::error!(error = %e, "could not revoke a refresh token family");
         }

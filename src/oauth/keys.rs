@@ -309,7 +309,7 @@ pub fn rotate(conn: &mut Conn, alg: TokenAlg, now: i64) -> AppResult<String> {
     let switch = now + PUBLISH_AHEAD;
     let row = generate(alg, switch)?;
     let kid = row.kid.clone();
-    conn.write_tx(|c| {
+    conn.write_tx(move |c| {
         db::keys::retire_current(c, switch)?;
         db::keys::insert(c, &row)
     })?;

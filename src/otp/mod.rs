@@ -71,7 +71,8 @@ pub fn issue_code(
         superseded_at: None,
         verified_at: None,
     };
-    conn.write_tx(|conn| {
+    let (id, phone, client_ip) = (row.id.clone(), phone.to_string(), client_ip.to_string());
+    conn.write_tx(move |conn| {
         if let Some(wait) =
             db::rate_limits::hit(conn, &format!("phone:{phone}"), &phone_limit, now)?
         {
@@ -87,7 +88,7 @@ pub fn issue_code(
         db::codes::replace(conn, &row).map_err(AppError::from)
     })?;
     Ok(NewCode {
-        id: row.id,
+        id,
         code,
         expires_in: cfg.code_ttl,
         resend_in: cfg.resend_seconds,
@@ -96,34 +97,36 @@ pub fn issue_code(
 
 /// Forgets a code the SMS provider could not deliver.
 pub fn drop_code(conn: &mut Conn, id: &str) -> AppResult<()> {
-    Ok(conn.write_tx(|conn| db::codes::delete(conn, id))?)
+    let id = id.to_string();
+    Ok(conn.write_tx(move |conn| db::codes::delete(conn, &id))?)
 }
 
 /// Checks `code` against the phone's live code and spends one attempt. On a
 /// match the code is consumed and `then` runs in the same transaction, so
 /// that what the code buys exists exactly when the code is spent.
-pub fn verify_code<T>(
+pub fn verify_code<T: Send + 'static>(
     conn: &mut Conn,
     core: &Core,
     phone: &str,
     code: &str,
     now: i64,
-    then: impl FnOnce(&mut DbConn) -> AppResult<T>,
+    then: impl FnOnce(&mut DbConn) -> AppResult<T> + Send + 'static,
 ) -> AppResult<T> {
     let max = core.config.otp.max_attempts;
     if code.len() > 64 {
         return Err(AppError::invalid_request("code is too long"));
     }
     let hash = code_hash(core, phone, code);
+    let phone = phone.to_string();
     // Lookup, comparison and attempt are one transaction (one commit per
     // try). A miss is returned as a value so that its attempt is committed.
-    conn.write_tx(|conn| {
+    conn.write_tx(move |conn| {
         // A right code is spent by one statement; anything else is looked
         // at below, to count the attempt and say why it failed.
-        if db::codes::spend_if_matches(conn, phone, &hash, max, now)? {
+        if db::codes::spend_if_matches(conn, &phone, &hash, max, now)? {
             return then(conn).map(Ok);
         }
-        let row = match db::codes::find_live(conn, phone)? {
+        let row = match db::codes::find_live(conn, &phone)? {
             Some(row) if row.expires_at > now => row,
             // Expired and absent look the same.
             _ => {
@@ -165,25 +168,24 @@ fn lost_attempt(conn: &mut DbConn, id: &str, max: i32) -> AppResult<AppError> {
     })
 }
 
-fn new_ticket(conn: &mut DbConn, core: &Core, phone: &str, now: i64) -> AppResult<Ticket> {
+/// A new ticket for `phone`, with its row to store.
+fn new_ticket(core: &Core, phone: &str, now: i64) -> (Ticket, TicketRow) {
     let secret = secrets::random_hex(24);
     let ttl = core.config.otp.ticket_ttl;
-    db::tickets::insert(
-        conn,
-        &TicketRow {
-            ticket_hash: ticket_hash(core, &secret),
-            phone: phone.to_string(),
-            created_at: now,
-            expires_at: now + ttl,
-            used_for_user_at: None,
-            used_for_token_at: None,
-        },
-    )?;
-    Ok(Ticket {
+    let row = TicketRow {
+        ticket_hash: ticket_hash(core, &secret),
+        phone: phone.to_string(),
+        created_at: now,
+        expires_at: now + ttl,
+        used_for_user_at: None,
+        used_for_token_at: None,
+    };
+    let ticket = Ticket {
         secret_identifier: secret,
         expires_in: ttl,
-        user_exists: db::users::phone_taken(conn, phone)?,
-    })
+        user_exists: false,
+    };
+    (ticket, row)
 }
 
 /// `verifycode`: spends the code and returns a verification ticket.
@@ -194,21 +196,24 @@ pub fn verify_for_ticket(
     code: &str,
     now: i64,
 ) -> AppResult<Ticket> {
-    verify_code(conn, core, phone, code, now, |conn| {
-        new_ticket(conn, core, phone, now)
+    let (mut ticket, row) = new_ticket(core, phone, now);
+    verify_code(conn, core, phone, code, now, move |conn| {
+        db::tickets::insert(conn, &row)?;
+        ticket.user_exists = db::users::phone_taken(conn, &row.phone)?;
+        Ok(ticket)
     })
 }
 
 /// Spends the proof of `phone` for the otp grant and runs `then` in the same
 /// transaction, so that what the proof buys exists exactly when it is spent.
 /// Errors are the domain's (the token endpoint turns them into invalid_grant).
-pub fn consume_proof<T>(
+pub fn consume_proof<T: Send + 'static>(
     conn: &mut Conn,
     core: &Core,
     phone: &str,
     proof: Proof<'_>,
     now: i64,
-    then: impl FnOnce(&mut DbConn) -> AppResult<T>,
+    then: impl FnOnce(&mut DbConn) -> AppResult<T> + Send + 'static,
 ) -> AppResult<T> {
     match proof {
         Proof::Code(code) => verify_code(conn, core, phone, code, now, then),
@@ -217,8 +222,9 @@ pub fn consume_proof<T>(
                 return Err(AppError::InvalidSecretIdentifier);
             }
             let hash = ticket_hash(core, secret);
-            conn.write_tx(|conn| {
-                if !db::tickets::consume_for_token(conn, &hash, phone, now)? {
+            let phone = phone.to_string();
+            conn.write_tx(move |conn| {
+                if !db::tickets::consume_for_token(conn, &hash, &phone, now)? {
                     return Err(AppError::InvalidSecretIdentifier);
                 }
                 then(conn)

@@ -112,7 +112,7 @@ fn lost(what: &str) -> AppError {
 /// As `Issuer::issue` for client_credentials: one INSERT.
 async fn client_credentials(s: Storage) -> Op {
     let row = s.access_row(None, None, now());
-    s.with_conn(move |conn| conn.write_one(|c| Ok(db::tokens::insert_access(c, &row)?)))
+    s.with_conn(move |conn| conn.write_one(move |c| Ok(db::tokens::insert_access(c, &row)?)))
         .await
 }
 
@@ -137,7 +137,7 @@ async fn refresh(s: Storage, chain: Arc<Mutex<String>>) -> Op {
         let user = row.user_id.as_deref().unwrap_or_default();
         let access = s2.access_row(Some(user), Some(&row.family), now);
         let fresh = s2.refresh_row(&next, Some(&old), user, &row.family, now);
-        conn.write_tx(|c| {
+        conn.write_tx(move |c| {
             if !db::tokens::spend_refresh(c, &old, now)? {
                 return Err(lost("refresh spend"));
             }
@@ -166,7 +166,7 @@ async fn otp_token(s: Storage, codes: Arc<Mutex<Vec<(String, String)>>>) -> Opti
         let family = secrets::ordered_id(12);
         let access = s2.access_row(Some(&user_id), Some(&family), now);
         let fresh = s2.refresh_row(&secrets::ordered_secret(), None, &user_id, &family, now);
-        conn.write_tx(|c| {
+        conn.write_tx(move |c| {
             if !db::codes::spend_if_matches(c, &phone, &hash, 5, now)? {
                 return Err(lost("code"));
             }
@@ -201,7 +201,7 @@ async fn prepare_codes(
         tasks.push(tokio::spawn(async move {
             for batch in part.chunks(500) {
                 let batch = batch.to_vec();
-                s.with_conn(move |conn| conn.write_tx(|c| store_codes(c, &batch)))
+                s.with_conn(move |conn| conn.write_tx(move |c| store_codes(c, &batch)))
                     .await?;
             }
             Ok::<_, String>(())
@@ -258,7 +258,7 @@ pub async fn ceiling(
                 let row = s.access_row(None, None, now());
                 let jti: Arc<str> = row.jti.clone().into();
                 s.with_conn(move |conn| {
-                    conn.write_one(|c| Ok(db::tokens::insert_access(c, &row)?))
+                    conn.write_one(move |c| Ok(db::tokens::insert_access(c, &row)?))
                 })
                 .await?;
                 load::run(LOOPS, warmup, duration, None, move |_| {
@@ -279,7 +279,7 @@ pub async fn ceiling(
                         now(),
                     );
                     s.with_conn(move |conn| {
-                        conn.write_one(|c| Ok(db::tokens::insert_refresh(c, &row)?))
+                        conn.write_one(move |c| Ok(db::tokens::insert_refresh(c, &row)?))
                     })
                     .await?;
                     chains.push(Arc::new(Mutex::new(token)));
