@@ -72,7 +72,22 @@ impl Job {
 
 pub struct GroupWriter {
     /// The writer thread ends when this is dropped.
-    jobs: Sender<Job>,
+    jobs: Option<Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for GroupWriter {
+    /// Waits for the writer thread to close its connection, as dropping a
+    /// connection does: closing the last one checkpoints and removes the WAL
+    /// under an exclusive lock, which must not overlap what the caller does next.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the SQLite writer thread panicked");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for GroupWriter {
@@ -112,11 +127,18 @@ impl GroupWriter {
         let spawned = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer.serve(queue));
-        if let Err(e) = spawned {
-            // Every write then answers that the database is unavailable.
-            tracing::error!(error = %e, "could not start the SQLite writer");
+        let thread = match spawned {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                // Every write then answers that the database is unavailable.
+                tracing::error!(error = %e, "could not start the SQLite writer");
+                None
+            }
+        };
+        GroupWriter {
+            jobs: Some(jobs),
+            thread,
         }
-        GroupWriter { jobs }
     }
 
     /// Runs `f` in a savepoint of the shared transaction and returns its
@@ -171,7 +193,11 @@ impl GroupWriter {
             work: Box::new(work),
         };
         let stopped = || DbError::Unavailable("the SQLite writer has stopped".into());
-        if self.jobs.send(job).is_err() {
+        if self
+            .jobs
+            .as_ref()
+            .is_none_or(|jobs| jobs.send(job).is_err())
+        {
             return Err(stopped().into());
         }
         match answer.recv() {
