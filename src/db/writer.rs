@@ -574,6 +574,34 @@ mod tests {
         remove_db(&target);
     }
 
+    /// A write that panics undoes its own changes, and the panic reaches its
+    /// caller's thread, not the writer's: the writes around it commit.
+    #[test]
+    fn a_panicking_write_undoes_itself_and_panics_its_caller() {
+        let (target, writer) = writer_with("CREATE TABLE t (n BIGINT PRIMARY KEY NOT NULL)");
+        let panicking = {
+            let writer = writer.clone();
+            std::thread::spawn(move || {
+                writer.run(|c| -> Result<(), DbError> {
+                    insert(c, 1)?;
+                    panic!("a bug in a write");
+                })
+            })
+        };
+        assert!(panicking.join().is_err(), "the caller must see the panic");
+        writer
+            .run(|c| insert(c, 2))
+            .expect("the writer still writes");
+        let mut reader = DbConn::Sqlite(super::super::open_sqlite(&target).expect("open reader"));
+        assert_eq!(count(&mut reader, "SELECT COUNT(*) AS n FROM t"), 1);
+        assert_eq!(
+            count(&mut reader, "SELECT COUNT(*) AS n FROM t WHERE n = 2"),
+            1
+        );
+        drop(writer);
+        remove_db(&target);
+    }
+
     /// Single statements run without a savepoint: one that fails (here a
     /// duplicate key) undoes only itself, and the batch around it commits.
     #[test]
