@@ -218,7 +218,9 @@ impl Writer {
             let mut answers = Vec::new();
             let mut failure = None;
             let mut next = Some(first);
+            let mut ran = 0;
             while let Some(job) = next.take() {
+                ran += 1;
                 match self.run_job(job) {
                     Ok(Some(answer)) => answers.push(answer),
                     Ok(None) => {}
@@ -227,7 +229,7 @@ impl Writer {
                         break;
                     }
                 }
-                if answers.len() < MAX_BATCH {
+                if ran < MAX_BATCH {
                     next = queue.try_recv().ok();
                 }
             }
