@@ -211,17 +211,20 @@ impl GroupWriter {
 impl Writer {
     fn serve(mut self, queue: Receiver<Job>) {
         while let Ok(first) = queue.recv() {
-            if let Err(e) = self.begin() {
-                first.refuse(e);
-                continue;
-            }
+            let mut conn = match self.begin() {
+                Ok(conn) => conn,
+                Err(e) => {
+                    first.refuse(e);
+                    continue;
+                }
+            };
             let mut answers = Vec::new();
             let mut failure = None;
             let mut next = Some(first);
             let mut ran = 0;
             while let Some(job) = next.take() {
                 ran += 1;
-                match self.run_job(job) {
+                match run_job(&mut conn, job) {
                     Ok(Some(answer)) => answers.push(answer),
                     Ok(None) => {}
                     Err(e) => {
@@ -233,88 +236,44 @@ impl Writer {
                     next = queue.try_recv().ok();
                 }
             }
-            self.end_batch(failure, answers);
+            self.end_batch(conn, failure, answers);
         }
     }
 
-    fn begin(&mut self) -> Result<(), DbError> {
-        if self.conn.is_none() {
-            let mut conn = (self.open)()?;
-            conn.batch_execute(&format!(
-                "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_FILE_LIMIT}"
-            ))?;
-            self.conn = Some(conn);
-        }
-        let conn = self
-            .conn
-            .as_mut()
-            .ok_or_else(|| DbError::Unavailable("no writer connection".into()))?;
+    /// Opens a batch's transaction on the connection, which the batch holds
+    /// until `end_batch` (a new one is opened if there is none).
+    fn begin(&mut self) -> Result<DbConn, DbError> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => {
+                let mut conn = (self.open)()?;
+                conn.batch_execute(&format!(
+                    "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_FILE_LIMIT}"
+                ))?;
+                conn
+            }
+        };
         // IMMEDIATE takes the write lock now, waiting out other processes'
         // writers, instead of failing later on a stale snapshot.
-        if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE") {
             let err = DbError::from(e);
-            if matches!(err, DbError::Unavailable(_)) {
-                self.conn = None;
+            if !matches!(err, DbError::Unavailable(_)) {
+                self.conn = Some(conn);
             }
             return Err(err);
         }
-        Ok(())
-    }
-
-    /// Runs one job in the open transaction. `Ok(Some)`: its changes stay and
-    /// it waits for the commit; `Ok(None)`: it failed alone and has been
-    /// answered; `Err`: the transaction is lost (the job has been answered).
-    fn run_job(&mut self, job: Job) -> Result<Option<Answer>, DbError> {
-        let Some(conn) = self.conn.as_mut() else {
-            let err = DbError::Unavailable("no writer connection".into());
-            job.refuse(err.clone());
-            return Err(err);
-        };
-        if job.savepoint {
-            if let Err(e) = exec(conn, "SAVEPOINT job") {
-                let err = DbError::from(e);
-                job.refuse(err.clone());
-                return Err(err);
-            }
-        }
-        let ran = (job.work)(Ok(conn));
-        let closed = match (job.savepoint, ran.kept) {
-            (false, _) => Ok(()),
-            (true, false) => exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job")),
-            (true, true) => exec(conn, "RELEASE job"),
-        };
-        match (closed, ran.kept) {
-            (Ok(()), true) => Ok(Some(ran.answer)),
-            (Ok(()), false) => {
-                (ran.answer)(None);
-                Ok(None)
-            }
-            (Err(e), kept) => {
-                let err = DbError::from(e);
-                (ran.answer)(kept.then(|| err.clone()));
-                Err(err)
-            }
-        }
+        Ok(conn)
     }
 
     /// Commits the batch (or rolls it back after `failure`), answers its
     /// writers, and then checkpoints if one is due.
-    fn end_batch(&mut self, failure: Option<DbError>, answers: Vec<Answer>) {
-        let failure = match (failure, self.conn.as_mut()) {
-            (Some(err), _) => Some(err),
-            (None, Some(conn)) => exec(conn, "COMMIT").err().map(DbError::from),
-            (None, None) => Some(DbError::Unavailable("no writer connection".into())),
-        };
-        if failure.is_some() {
-            let rolled_back = self
-                .conn
-                .as_mut()
-                .is_some_and(|c| exec(c, "ROLLBACK").is_ok());
-            if !rolled_back {
-                // The connection is in an unknown state: open a new one next time.
-                self.conn = None;
-            }
+    fn end_batch(&mut self, mut conn: DbConn, failure: Option<DbError>, answers: Vec<Answer>) {
+        let failure = failure.or_else(|| exec(&mut conn, "COMMIT").err().map(DbError::from));
+        if failure.is_none() || exec(&mut conn, "ROLLBACK").is_ok() {
+            self.conn = Some(conn);
         }
+        // Otherwise the connection is in an unknown state: it is dropped, and
+        // the next batch opens a new one.
         for answer in answers {
             answer(failure.clone());
         }
@@ -334,6 +293,37 @@ impl Writer {
             if let Err(TrySendError::Disconnected(())) = self.checkpoint.try_send(()) {
                 tracing::warn!("the WAL checkpointer has stopped");
             }
+        }
+    }
+}
+
+/// Runs one job in the open transaction. `Ok(Some)`: its changes stay and
+/// it waits for the commit; `Ok(None)`: it failed alone and has been
+/// answered; `Err`: the transaction is lost (the job has been answered).
+fn run_job(conn: &mut DbConn, job: Job) -> Result<Option<Answer>, DbError> {
+    if job.savepoint {
+        if let Err(e) = exec(conn, "SAVEPOINT job") {
+            let err = DbError::from(e);
+            job.refuse(err.clone());
+            return Err(err);
+        }
+    }
+    let ran = (job.work)(Ok(conn));
+    let closed = match (job.savepoint, ran.kept) {
+        (false, _) => Ok(()),
+        (true, false) => exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job")),
+        (true, true) => exec(conn, "RELEASE job"),
+    };
+    match (closed, ran.kept) {
+        (Ok(()), true) => Ok(Some(ran.answer)),
+        (Ok(()), false) => {
+            (ran.answer)(None);
+            Ok(None)
+        }
+        (Err(e), kept) => {
+            let err = DbError::from(e);
+            (ran.answer)(kept.then(|| err.clone()));
+            Err(err)
         }
     }
 }

@@ -168,24 +168,16 @@ fn lost_attempt(conn: &mut DbConn, id: &str, max: i32) -> AppResult<AppError> {
     })
 }
 
-/// A new ticket for `phone`, with its row to store.
-fn new_ticket(core: &Core, phone: &str, now: i64) -> (Ticket, TicketRow) {
-    let secret = secrets::random_hex(24);
-    let ttl = core.config.otp.ticket_ttl;
-    let row = TicketRow {
-        ticket_hash: ticket_hash(core, &secret),
+/// The row that stores the ticket behind `secret` for `phone`.
+fn ticket_row(core: &Core, secret: &str, phone: &str, now: i64) -> TicketRow {
+    TicketRow {
+        ticket_hash: ticket_hash(core, secret),
         phone: phone.to_string(),
         created_at: now,
-        expires_at: now + ttl,
+        expires_at: now + core.config.otp.ticket_ttl,
         used_for_user_at: None,
         used_for_token_at: None,
-    };
-    let ticket = Ticket {
-        secret_identifier: secret,
-        expires_in: ttl,
-        user_exists: false,
-    };
-    (ticket, row)
+    }
 }
 
 /// `verifycode`: spends the code and returns a verification ticket.
@@ -196,11 +188,16 @@ pub fn verify_for_ticket(
     code: &str,
     now: i64,
 ) -> AppResult<Ticket> {
-    let (mut ticket, row) = new_ticket(core, phone, now);
+    let secret = secrets::random_hex(24);
+    let row = ticket_row(core, &secret, phone, now);
+    let expires_in = core.config.otp.ticket_ttl;
     verify_code(conn, core, phone, code, now, move |conn| {
         db::tickets::insert(conn, &row)?;
-        ticket.user_exists = db::users::phone_taken(conn, &row.phone)?;
-        Ok(ticket)
+        Ok(Ticket {
+            secret_identifier: secret,
+            expires_in,
+            user_exists: db::users::phone_taken(conn, &row.phone)?,
+        })
     })
 }
 
