@@ -24,29 +24,31 @@ pub struct ClientRow {
 }
 
 pub fn insert(conn: &mut DbConn, row: &ClientRow) -> DbResult<()> {
-    diesel::insert_into(applications::table)
+    on_backend!(conn, |c| diesel::insert_into(applications::table)
         .values(row)
-        .execute(conn)?;
+        .execute(c))?;
     Ok(())
 }
 
 pub fn find(conn: &mut DbConn, client_id: &str) -> DbResult<Option<ClientRow>> {
-    Ok(applications::table
+    let mut rows = on_backend!(conn, |c| applications::table
         .filter(applications::client_id.eq(client_id))
         .select(ClientRow::as_select())
-        .load(conn)?
-        .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }
 
 pub fn list(conn: &mut DbConn) -> DbResult<Vec<ClientRow>> {
-    Ok(applications::table
+    Ok(on_backend!(conn, |c| applications::table
         .order(applications::created_at.asc())
         .select(ClientRow::as_select())
-        .load(conn)?)
+        .load(c))?)
 }
 
 pub fn delete(conn: &mut DbConn, client_id: &str) -> DbResult<bool> {
-    let n = diesel::delete(applications::table.filter(applications::client_id.eq(client_id)))
-        .execute(conn)?;
+    let n = on_backend!(conn, |c| diesel::delete(
+        applications::table.filter(applications::client_id.eq(client_id))
+    )
+    .execute(c))?;
     Ok(n == 1)
 }

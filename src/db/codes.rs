@@ -27,22 +27,22 @@ pub fn replace(conn: &mut DbConn, row: &CodeRow) -> DbResult<()> {
          WHERE phone = ? AND superseded_at IS NULL AND verified_at IS NULL",
         &[Bind::BigInt(row.created_at), Bind::Text(&row.phone)],
     )?;
-    diesel::insert_into(otp_codes::table)
+    on_backend!(conn, |c| diesel::insert_into(otp_codes::table)
         .values(row)
-        .execute(conn)?;
+        .execute(c))?;
     Ok(())
 }
 
 /// The phone's live code, whether or not it has expired or run out of attempts.
 pub fn find_live(conn: &mut DbConn, phone: &str) -> DbResult<Option<CodeRow>> {
-    Ok(otp_codes::table
+    Ok(on_backend!(conn, |c| otp_codes::table
         .filter(otp_codes::phone.eq(phone))
         .filter(otp_codes::superseded_at.is_null())
         .filter(otp_codes::verified_at.is_null())
         .order(otp_codes::created_at.desc())
         .select(CodeRow::as_select())
-        .load(conn)?
-        .pop())
+        .load(c))?
+    .pop())
 }
 
 /// Spends one attempt on the code, and marks it verified when `matched`.
@@ -102,14 +102,17 @@ pub fn spend_if_matches(
 }
 
 pub fn attempts(conn: &mut DbConn, id: &str) -> DbResult<Option<i32>> {
-    Ok(otp_codes::table
+    Ok(on_backend!(conn, |c| otp_codes::table
         .filter(otp_codes::id.eq(id))
         .select(otp_codes::attempts)
-        .load(conn)?
-        .pop())
+        .load(c))?
+    .pop())
 }
 
 pub fn delete(conn: &mut DbConn, id: &str) -> DbResult<()> {
-    diesel::delete(otp_codes::table.filter(otp_codes::id.eq(id))).execute(conn)?;
+    on_backend!(conn, |c| diesel::delete(
+        otp_codes::table.filter(otp_codes::id.eq(id))
+    )
+    .execute(c))?;
     Ok(())
 }

@@ -29,7 +29,9 @@ pub struct AuthCodeRow {
 }
 
 pub fn insert(conn: &mut DbConn, row: &AuthCodeRow) -> DbResult<()> {
-    diesel::insert_into(ac::table).values(row).execute(conn)?;
+    on_backend!(conn, |c| diesel::insert_into(ac::table)
+        .values(row)
+        .execute(c))?;
     Ok(())
 }
 
@@ -45,9 +47,9 @@ pub fn consume(conn: &mut DbConn, hash: &str, now: i64) -> DbResult<bool> {
 }
 
 pub fn find(conn: &mut DbConn, hash: &str) -> DbResult<Option<AuthCodeRow>> {
-    Ok(ac::table
+    Ok(on_backend!(conn, |c| ac::table
         .filter(ac::code_hash.eq(hash))
         .select(AuthCodeRow::as_select())
-        .load(conn)?
-        .pop())
+        .load(c))?
+    .pop())
 }

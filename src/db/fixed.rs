@@ -70,5 +70,5 @@ impl<Conn> RunQueryDsl<Conn> for Fixed<'_> {}
 
 /// Executes `sql` with `binds`; returns the number of rows it changed.
 pub fn execute(conn: &mut DbConn, sql: &str, binds: &[Bind<'_>]) -> DbResult<usize> {
-    Ok(Fixed { sql, binds }.execute(conn)?)
+    Ok(on_backend!(conn, |c| Fixed { sql, binds }.execute(c))?)
 }

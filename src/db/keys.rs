@@ -20,15 +20,15 @@ pub struct KeyRow {
 }
 
 pub fn insert(conn: &mut DbConn, row: &KeyRow) -> DbResult<()> {
-    diesel::insert_into(signing_keys::table)
+    on_backend!(conn, |c| diesel::insert_into(signing_keys::table)
         .values(row)
-        .execute(conn)?;
+        .execute(c))?;
     Ok(())
 }
 
 /// Keys to publish: current ones, and retired ones still inside `keep_after`.
 pub fn published(conn: &mut DbConn, keep_after: i64) -> DbResult<Vec<KeyRow>> {
-    Ok(signing_keys::table
+    Ok(on_backend!(conn, |c| signing_keys::table
         .filter(
             signing_keys::retired_at
                 .is_null()
@@ -36,20 +36,22 @@ pub fn published(conn: &mut DbConn, keep_after: i64) -> DbResult<Vec<KeyRow>> {
         )
         .order((signing_keys::created_at.asc(), signing_keys::kid.asc()))
         .select(KeyRow::as_select())
-        .load(conn)?)
+        .load(c))?)
 }
 
 /// Retires, at `at`, every key that is not retired yet.
 pub fn retire_current(conn: &mut DbConn, at: i64) -> DbResult<()> {
-    diesel::update(signing_keys::table.filter(signing_keys::retired_at.is_null()))
-        .set(signing_keys::retired_at.eq(at))
-        .execute(conn)?;
+    on_backend!(conn, |c| diesel::update(
+        signing_keys::table.filter(signing_keys::retired_at.is_null())
+    )
+    .set(signing_keys::retired_at.eq(at))
+    .execute(c))?;
     Ok(())
 }
 
 pub fn all(conn: &mut DbConn) -> DbResult<Vec<KeyRow>> {
-    Ok(signing_keys::table
+    Ok(on_backend!(conn, |c| signing_keys::table
         .order((signing_keys::created_at.asc(), signing_keys::kid.asc()))
         .select(KeyRow::as_select())
-        .load(conn)?)
+        .load(c))?)
 }

@@ -7,6 +7,22 @@
 //! depends on the values, and diesel prepares and closes the statement on every
 //! insert instead of reusing it (three MySQL round trips instead of one).
 
+/// Runs diesel code on the connection's own backend. Through the
+/// `MultiConnection` enum diesel renders a query's SQL text on every
+/// execution, several times (to check that it may be cached, to collect its
+/// binds), even when its prepared statement is cached; on the concrete
+/// connection it finds the statement by the query's type. The body is
+/// compiled once per backend.
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConn::Sqlite($c) => $body,
+            #[cfg(feature = "mysql")]
+            $crate::db::DbConn::Mysql($c) => $body,
+        }
+    };
+}
+
 pub mod clients;
 pub mod codes;
 pub mod codes_auth;

@@ -15,21 +15,26 @@ pub struct SessionRow {
 }
 
 pub fn insert(conn: &mut DbConn, row: &SessionRow) -> DbResult<()> {
-    diesel::insert_into(bs::table).values(row).execute(conn)?;
+    on_backend!(conn, |c| diesel::insert_into(bs::table)
+        .values(row)
+        .execute(c))?;
     Ok(())
 }
 
 /// The session's user, if the session exists and has not expired.
 pub fn live_user(conn: &mut DbConn, hash: &str, now: i64) -> DbResult<Option<String>> {
-    Ok(bs::table
+    Ok(on_backend!(conn, |c| bs::table
         .filter(bs::session_hash.eq(hash))
         .filter(bs::expires_at.gt(now))
         .select(bs::user_id)
-        .load(conn)?
-        .pop())
+        .load(c))?
+    .pop())
 }
 
 pub fn delete(conn: &mut DbConn, hash: &str) -> DbResult<()> {
-    diesel::delete(bs::table.filter(bs::session_hash.eq(hash))).execute(conn)?;
+    on_backend!(conn, |c| diesel::delete(
+        bs::table.filter(bs::session_hash.eq(hash))
+    )
+    .execute(c))?;
     Ok(())
 }

@@ -7,19 +7,19 @@ use super::schema::settings;
 use super::{DbConn, DbResult};
 
 pub fn get(conn: &mut DbConn, name: &str) -> DbResult<Option<String>> {
-    Ok(settings::table
+    Ok(on_backend!(conn, |c| settings::table
         .filter(settings::name.eq(name))
         .select(settings::value)
-        .load::<String>(conn)?
-        .pop())
+        .load::<String>(c))?
+    .pop())
 }
 
 /// Stores `value` unless another instance stored one first; returns the value that won.
 pub fn get_or_insert(conn: &mut DbConn, name: &str, value: &str) -> DbResult<String> {
     let sql = conn.insert_ignore_sql("settings", "(name, value) VALUES (?, ?)", "name");
-    diesel::sql_query(sql)
+    on_backend!(conn, |c| diesel::sql_query(sql)
         .bind::<Text, _>(name)
         .bind::<Text, _>(value)
-        .execute(conn)?;
+        .execute(c))?;
     get(conn, name)?.ok_or_else(|| super::DbError::Other(format!("setting {name} vanished")))
 }

@@ -19,16 +19,18 @@ pub struct TicketRow {
 }
 
 pub fn insert(conn: &mut DbConn, row: &TicketRow) -> DbResult<()> {
-    diesel::insert_into(t::table).values(row).execute(conn)?;
+    on_backend!(conn, |c| diesel::insert_into(t::table)
+        .values(row)
+        .execute(c))?;
     Ok(())
 }
 
 pub fn find(conn: &mut DbConn, hash: &str) -> DbResult<Option<TicketRow>> {
-    Ok(t::table
+    Ok(on_backend!(conn, |c| t::table
         .filter(t::ticket_hash.eq(hash))
         .select(TicketRow::as_select())
-        .load(conn)?
-        .pop())
+        .load(c))?
+    .pop())
 }
 
 /// Marks the ticket used for creating a user; false if it was not usable.

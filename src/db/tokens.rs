@@ -59,35 +59,35 @@ pub struct RefreshTokenRow {
 }
 
 pub fn insert_access(conn: &mut DbConn, row: &AccessTokenRow) -> DbResult<()> {
-    diesel::insert_into(access_tokens::table)
+    on_backend!(conn, |c| diesel::insert_into(access_tokens::table)
         .values(row)
-        .execute(conn)?;
+        .execute(c))?;
     Ok(())
 }
 
 pub fn insert_refresh(conn: &mut DbConn, row: &RefreshTokenRow) -> DbResult<()> {
-    diesel::insert_into(refresh_tokens::table)
+    on_backend!(conn, |c| diesel::insert_into(refresh_tokens::table)
         .values(row)
-        .execute(conn)?;
+        .execute(c))?;
     Ok(())
 }
 
 pub fn find_access(conn: &mut DbConn, jti: &str) -> DbResult<Option<AccessTokenRow>> {
-    Ok(access_tokens::table
+    let mut rows = on_backend!(conn, |c| access_tokens::table
         .filter(access_tokens::jti.eq(jti))
         .select(AccessTokenRow::as_select())
-        .load(conn)?
-        .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }
 
 /// The row of a presented refresh token, if it was ever issued.
 pub fn find_refresh(conn: &mut DbConn, token: &str) -> DbResult<Option<RefreshTokenRow>> {
     let key = refresh_key(conn.backend(), token);
-    Ok(refresh_tokens::table
-        .filter(refresh_tokens::token_hash.eq(key))
+    let mut rows = on_backend!(conn, |c| refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(&key))
         .select(RefreshTokenRow::as_select())
-        .load(conn)?
-        .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }
 
 /// A token's row with its user's username (`None` for a client's own token),
@@ -98,12 +98,12 @@ pub fn find_access_with_username(
     conn: &mut DbConn,
     jti: &str,
 ) -> DbResult<Option<WithUsername<AccessTokenRow>>> {
-    Ok(access_tokens::table
+    let mut rows = on_backend!(conn, |c| access_tokens::table
         .left_join(users::table.on(users::id.nullable().eq(access_tokens::user_id)))
         .filter(access_tokens::jti.eq(jti))
         .select((AccessTokenRow::as_select(), users::username.nullable()))
-        .load(conn)?
-        .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }
 
 pub fn find_refresh_with_username(
@@ -111,12 +111,12 @@ pub fn find_refresh_with_username(
     token: &str,
 ) -> DbResult<Option<WithUsername<RefreshTokenRow>>> {
     let key = refresh_key(conn.backend(), token);
-    Ok(refresh_tokens::table
+    let mut rows = on_backend!(conn, |c| refresh_tokens::table
         .left_join(users::table.on(users::id.nullable().eq(refresh_tokens::user_id)))
-        .filter(refresh_tokens::token_hash.eq(key))
+        .filter(refresh_tokens::token_hash.eq(&key))
         .select((RefreshTokenRow::as_select(), users::username.nullable()))
-        .load(conn)?
-        .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }
 
 /// Spends a presented refresh token; false if it was already spent or
@@ -134,18 +134,22 @@ pub fn spend_refresh(conn: &mut DbConn, token: &str, now: i64) -> DbResult<bool>
 
 /// Revokes every refresh and access token of a family.
 pub fn revoke_family(conn: &mut DbConn, family: &str) -> DbResult<()> {
-    diesel::update(refresh_tokens::table.filter(refresh_tokens::family.eq(family)))
-        .set(refresh_tokens::revoked.eq(true))
-        .execute(conn)?;
-    diesel::update(access_tokens::table.filter(access_tokens::family.eq(family)))
-        .set(access_tokens::revoked.eq(true))
-        .execute(conn)?;
+    on_backend!(conn, |c| {
+        diesel::update(refresh_tokens::table.filter(refresh_tokens::family.eq(family)))
+            .set(refresh_tokens::revoked.eq(true))
+            .execute(c)?;
+        diesel::update(access_tokens::table.filter(access_tokens::family.eq(family)))
+            .set(access_tokens::revoked.eq(true))
+            .execute(c)
+    })?;
     Ok(())
 }
 
 pub fn revoke_access(conn: &mut DbConn, jti: &str) -> DbResult<()> {
-    diesel::update(access_tokens::table.filter(access_tokens::jti.eq(jti)))
-        .set(access_tokens::revoked.eq(true))
-        .execute(conn)?;
+    on_backend!(conn, |c| diesel::update(
+        access_tokens::table.filter(access_tokens::jti.eq(jti))
+    )
+    .set(access_tokens::revoked.eq(true))
+    .execute(c))?;
     Ok(())
 }

@@ -34,61 +34,64 @@ pub struct AccountRow {
 /// Inserts a user and, if given, its account. Run inside a transaction:
 /// a unique violation on the account must not leave the user behind.
 pub fn insert(conn: &mut DbConn, user: &UserRow, account: Option<&AccountRow>) -> DbResult<()> {
-    diesel::insert_into(users::table)
+    on_backend!(conn, |c| diesel::insert_into(users::table)
         .values(user)
-        .execute(conn)?;
+        .execute(c))?;
     if let Some(account) = account {
-        diesel::insert_into(accounts::table)
+        on_backend!(conn, |c| diesel::insert_into(accounts::table)
             .values(account)
-            .execute(conn)?;
+            .execute(c))?;
     }
     Ok(())
 }
 
 pub fn delete(conn: &mut DbConn, id: &str) -> DbResult<()> {
-    diesel::delete(users::table.filter(users::id.eq(id))).execute(conn)?;
+    on_backend!(conn, |c| diesel::delete(
+        users::table.filter(users::id.eq(id))
+    )
+    .execute(c))?;
     Ok(())
 }
 
 /// The active user whose account has this phone.
 pub fn find_by_phone(conn: &mut DbConn, phone: &str) -> DbResult<Option<UserRow>> {
-    Ok(users::table
+    Ok(on_backend!(conn, |c| users::table
         .inner_join(accounts::table)
         .filter(accounts::phone.eq(phone))
         .filter(users::is_active.eq(true))
         .select(UserRow::as_select())
-        .load(conn)?
-        .pop())
+        .load(c))?
+    .pop())
 }
 
 pub fn phone_of(conn: &mut DbConn, user_id: &str) -> DbResult<Option<String>> {
-    Ok(accounts::table
+    Ok(on_backend!(conn, |c| accounts::table
         .filter(accounts::user_id.eq(user_id))
         .select(accounts::phone)
-        .load(conn)?
-        .pop())
+        .load(c))?
+    .pop())
 }
 
 pub fn phone_taken(conn: &mut DbConn, phone: &str) -> DbResult<bool> {
-    let n: i64 = accounts::table
+    let n: i64 = on_backend!(conn, |c| accounts::table
         .filter(accounts::phone.eq(phone))
         .count()
-        .get_result(conn)?;
+        .get_result(c))?;
     Ok(n > 0)
 }
 
 pub fn find_by_id(conn: &mut DbConn, id: &str) -> DbResult<Option<UserRow>> {
-    Ok(users::table
+    Ok(on_backend!(conn, |c| users::table
         .filter(users::id.eq(id))
         .select(UserRow::as_select())
-        .load(conn)?
-        .pop())
+        .load(c))?
+    .pop())
 }
 
 pub fn find_by_username(conn: &mut DbConn, username: &str) -> DbResult<Option<UserRow>> {
-    Ok(users::table
+    Ok(on_backend!(conn, |c| users::table
         .filter(users::username.eq(username))
         .select(UserRow::as_select())
-        .load(conn)?
-        .pop())
+        .load(c))?
+    .pop())
 }
