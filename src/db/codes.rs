@@ -35,14 +35,14 @@ pub fn replace(conn: &mut DbConn, row: &CodeRow) -> DbResult<()> {
 
 /// The phone's live code, whether or not it has expired or run out of attempts.
 pub fn find_live(conn: &mut DbConn, phone: &str) -> DbResult<Option<CodeRow>> {
-    Ok(on_backend!(conn, |c| otp_codes::table
+    let mut rows = on_backend!(conn, |c| otp_codes::table
         .filter(otp_codes::phone.eq(phone))
         .filter(otp_codes::superseded_at.is_null())
         .filter(otp_codes::verified_at.is_null())
         .order(otp_codes::created_at.desc())
         .select(CodeRow::as_select())
-        .load(c))?
-    .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }
 
 /// Spends one attempt on the code, and marks it verified when `matched`.
@@ -102,11 +102,11 @@ pub fn spend_if_matches(
 }
 
 pub fn attempts(conn: &mut DbConn, id: &str) -> DbResult<Option<i32>> {
-    Ok(on_backend!(conn, |c| otp_codes::table
+    let mut rows = on_backend!(conn, |c| otp_codes::table
         .filter(otp_codes::id.eq(id))
         .select(otp_codes::attempts)
-        .load(c))?
-    .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }
 
 pub fn delete(conn: &mut DbConn, id: &str) -> DbResult<()> {

@@ -47,9 +47,9 @@ pub fn consume(conn: &mut DbConn, hash: &str, now: i64) -> DbResult<bool> {
 }
 
 pub fn find(conn: &mut DbConn, hash: &str) -> DbResult<Option<AuthCodeRow>> {
-    Ok(on_backend!(conn, |c| ac::table
+    let mut rows = on_backend!(conn, |c| ac::table
         .filter(ac::code_hash.eq(hash))
         .select(AuthCodeRow::as_select())
-        .load(c))?
-    .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }

@@ -1,6 +1,7 @@
 //! Storage: one diesel `MultiConnection` over SQLite and (with the `mysql`
 //! feature) MySQL/MariaDB, an r2d2 pool, embedded migrations per backend, and
-//! one file of queries per table. Nothing here knows about HTTP or OAuth.
+//! one file of queries per table, each written once and run on the concrete
+//! connection (`on_backend!`). Nothing here knows about HTTP or OAuth.
 //!
 //! Row structs insert `None` as a bound NULL (`treat_none_as_default_value =
 //! false`): with diesel's default, a `None` is written as `DEFAULT`, so the SQL

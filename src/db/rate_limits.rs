@@ -59,16 +59,17 @@ pub fn hit(conn: &mut DbConn, bucket: &str, limit: &Limit, now: i64) -> DbResult
         return Ok(None);
     }
 
-    let (window_start, hits, last_at): (i64, i32, i64) = on_backend!(conn, |c| rate_limits::table
+    let mut rows: Vec<(i64, i32, i64)> = on_backend!(conn, |c| rate_limits::table
         .filter(rate_limits::bucket.eq(bucket))
         .select((
             rate_limits::window_start,
             rate_limits::hits,
             rate_limits::last_at,
         ))
-        .load(c))?
-    .pop()
-    .ok_or_else(|| super::DbError::Other(format!("rate limit bucket {bucket} vanished")))?;
+        .load(c))?;
+    let (window_start, hits, last_at) = rows
+        .pop()
+        .ok_or_else(|| super::DbError::Other(format!("rate limit bucket {bucket} vanished")))?;
     let mut wait = last_at + limit.cooldown - now;
     if hits >= max_hits {
         wait = wait.max(window_start + limit.window_seconds - now);

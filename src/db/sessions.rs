@@ -23,12 +23,12 @@ pub fn insert(conn: &mut DbConn, row: &SessionRow) -> DbResult<()> {
 
 /// The session's user, if the session exists and has not expired.
 pub fn live_user(conn: &mut DbConn, hash: &str, now: i64) -> DbResult<Option<String>> {
-    Ok(on_backend!(conn, |c| bs::table
+    let mut rows = on_backend!(conn, |c| bs::table
         .filter(bs::session_hash.eq(hash))
         .filter(bs::expires_at.gt(now))
         .select(bs::user_id)
-        .load(c))?
-    .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }
 
 pub fn delete(conn: &mut DbConn, hash: &str) -> DbResult<()> {

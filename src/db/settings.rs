@@ -7,11 +7,11 @@ use super::schema::settings;
 use super::{DbConn, DbResult};
 
 pub fn get(conn: &mut DbConn, name: &str) -> DbResult<Option<String>> {
-    Ok(on_backend!(conn, |c| settings::table
+    let mut rows = on_backend!(conn, |c| settings::table
         .filter(settings::name.eq(name))
         .select(settings::value)
-        .load::<String>(c))?
-    .pop())
+        .load::<String>(c))?;
+    Ok(rows.pop())
 }
 
 /// Stores `value` unless another instance stored one first; returns the value that won.

@@ -26,11 +26,11 @@ pub fn insert(conn: &mut DbConn, row: &TicketRow) -> DbResult<()> {
 }
 
 pub fn find(conn: &mut DbConn, hash: &str) -> DbResult<Option<TicketRow>> {
-    Ok(on_backend!(conn, |c| t::table
+    let mut rows = on_backend!(conn, |c| t::table
         .filter(t::ticket_hash.eq(hash))
         .select(TicketRow::as_select())
-        .load(c))?
-    .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }
 
 /// Marks the ticket used for creating a user; false if it was not usable.

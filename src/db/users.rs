@@ -55,21 +55,21 @@ pub fn delete(conn: &mut DbConn, id: &str) -> DbResult<()> {
 
 /// The active user whose account has this phone.
 pub fn find_by_phone(conn: &mut DbConn, phone: &str) -> DbResult<Option<UserRow>> {
-    Ok(on_backend!(conn, |c| users::table
+    let mut rows = on_backend!(conn, |c| users::table
         .inner_join(accounts::table)
         .filter(accounts::phone.eq(phone))
         .filter(users::is_active.eq(true))
         .select(UserRow::as_select())
-        .load(c))?
-    .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }
 
 pub fn phone_of(conn: &mut DbConn, user_id: &str) -> DbResult<Option<String>> {
-    Ok(on_backend!(conn, |c| accounts::table
+    let mut rows = on_backend!(conn, |c| accounts::table
         .filter(accounts::user_id.eq(user_id))
         .select(accounts::phone)
-        .load(c))?
-    .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }
 
 pub fn phone_taken(conn: &mut DbConn, phone: &str) -> DbResult<bool> {
@@ -81,17 +81,17 @@ pub fn phone_taken(conn: &mut DbConn, phone: &str) -> DbResult<bool> {
 }
 
 pub fn find_by_id(conn: &mut DbConn, id: &str) -> DbResult<Option<UserRow>> {
-    Ok(on_backend!(conn, |c| users::table
+    let mut rows = on_backend!(conn, |c| users::table
         .filter(users::id.eq(id))
         .select(UserRow::as_select())
-        .load(c))?
-    .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }
 
 pub fn find_by_username(conn: &mut DbConn, username: &str) -> DbResult<Option<UserRow>> {
-    Ok(on_backend!(conn, |c| users::table
+    let mut rows = on_backend!(conn, |c| users::table
         .filter(users::username.eq(username))
         .select(UserRow::as_select())
-        .load(c))?
-    .pop())
+        .load(c))?;
+    Ok(rows.pop())
 }
