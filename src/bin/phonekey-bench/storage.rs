@@ -132,7 +132,10 @@ async fn refresh(s: Storage, chain: Arc<Mutex<String>>) -> Op {
     let s2 = s.clone();
     let kept = next.clone();
     s.with_conn(move |conn| {
-        let row = db::tokens::find_refresh(conn, &old)?.ok_or_else(|| lost("refresh lookup"))?;
+        let presented = old.clone();
+        let row = conn
+            .read_for_write(move |c| Ok::<_, AppError>(db::tokens::find_refresh(c, &presented)?))?
+            .ok_or_else(|| lost("refresh lookup"))?;
         let now = now();
         let user = row.user_id.as_deref().unwrap_or_default();
         let access = s2.access_row(Some(user), Some(&row.family), now);
