@@ -393,17 +393,18 @@ pub fn create(conn: &mut Conn, core: &Core, sign_up: SignUp, now: i64) -> AppRes
         zip_code: account_fields.zip_code,
         verified: true,
     };
-    let (stored_user, stored_account) = (user.clone(), account.clone());
-    conn.write_tx(move |conn| {
+    // The write owns the rows (on SQLite it runs on the writer thread) and hands them back.
+    let (user, account) = conn.write_tx(move |conn| {
         if !db::tickets::consume_for_user(conn, &ticket.ticket_hash, &ticket.phone, now)? {
             return Err(AppError::InvalidSecretIdentifier);
         }
-        db::users::insert(conn, &stored_user, Some(&stored_account)).map_err(|e| match e {
+        db::users::insert(conn, &user, Some(&account)).map_err(|e| match e {
             DbError::Conflict(m) => AppError::Conflict {
                 field: conflict_field(&m),
             },
-            other => other.into(),
-        })
+            other => AppError::from(other),
+        })?;
+        Ok((user, account))
     })?;
     Ok(UserView::new(&user, Some(&account)))
 }

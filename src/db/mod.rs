@@ -107,7 +107,7 @@ impl Conn {
     /// will run. On SQLite that is the writer thread's connection: every
     /// commit empties a reader connection's page cache, so a lookup there
     /// reads its B-tree pages again, while the writer's cache stays warm
-    /// (refresh +7-20%, docs/performance.md). Its answer waits for the
+    /// (refresh +9-14%, docs/performance.md). Its answer waits for the
     /// writer's batch to commit, so it never reports a change that a failed
     /// commit threw away. On MySQL it is an ordinary read on this connection.
     pub fn read_for_write<T, E, F>(&mut self, f: F) -> Result<T, E>

@@ -273,8 +273,10 @@ pub fn create(conn: &mut Conn, spec: &NewClient, now: i64) -> AppResult<(Client,
         disabled_at: None,
         resources: spec.resources.join(" "),
     };
-    let stored = row.clone();
-    conn.write_tx(move |conn| db::clients::insert(conn, &stored))?;
+    let row = conn.write_tx(move |conn| {
+        db::clients::insert(conn, &row)?;
+        Ok::<_, AppError>(row)
+    })?;
     Ok((Client::from(row), secret))
 }
 

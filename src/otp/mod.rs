@@ -71,10 +71,10 @@ pub fn issue_code(
         superseded_at: None,
         verified_at: None,
     };
-    let (id, phone, client_ip) = (row.id.clone(), phone.to_string(), client_ip.to_string());
-    conn.write_tx(move |conn| {
+    let client_ip = client_ip.to_string();
+    let id = conn.write_tx(move |conn| {
         if let Some(wait) =
-            db::rate_limits::hit(conn, &format!("phone:{phone}"), &phone_limit, now)?
+            db::rate_limits::hit(conn, &format!("phone:{}", row.phone), &phone_limit, now)?
         {
             return Err(AppError::RateLimited { retry_after: wait });
         }
@@ -85,7 +85,8 @@ pub fn issue_code(
                 return Err(AppError::RateLimited { retry_after: wait });
             }
         }
-        db::codes::replace(conn, &row).map_err(AppError::from)
+        db::codes::replace(conn, &row)?;
+        Ok(row.id)
     })?;
     Ok(NewCode {
         id,

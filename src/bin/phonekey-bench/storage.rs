@@ -134,7 +134,7 @@ async fn refresh(s: Storage, chain: Arc<Mutex<String>>) -> Op {
     s.with_conn(move |conn| {
         let presented = old.clone();
         let row = conn
-            .read_for_write(move |c| Ok::<_, AppError>(db::tokens::find_refresh(c, &presented)?))?
+            .read_for_write(move |c| db::tokens::find_refresh(c, &presented))?
             .ok_or_else(|| lost("refresh lookup"))?;
         let now = now();
         let user = row.user_id.as_deref().unwrap_or_default();
