@@ -7,7 +7,7 @@
 use diesel::backend::Backend;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::sql_types::{BigInt, HasSqlType, Integer, Text};
+use diesel::sql_types::{BigInt, HasSqlType, Integer, Nullable, Text};
 use diesel::{QueryResult, RunQueryDsl};
 
 use super::{DbConn, DbResult};
@@ -16,6 +16,9 @@ use super::{DbConn, DbResult};
 #[derive(Debug, Clone, Copy)]
 pub enum Bind<'a> {
     Text(&'a str),
+    /// A text that may be NULL (only the MySQL-only procedure call binds one).
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    OptText(Option<&'a str>),
     BigInt(i64),
     Int(i32),
 }
@@ -46,6 +49,9 @@ where
             if i > 0 {
                 match binds.next() {
                     Some(Bind::Text(s)) => out.push_bind_param::<Text, str>(s)?,
+                    Some(Bind::OptText(s)) => {
+                        out.push_bind_param::<Nullable<Text>, Option<&str>>(s)?
+                    }
                     Some(Bind::BigInt(n)) => out.push_bind_param::<BigInt, i64>(n)?,
                     Some(Bind::Int(n)) => out.push_bind_param::<Integer, i32>(n)?,
                     None => {

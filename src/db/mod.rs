@@ -103,6 +103,26 @@ impl Conn {
         }
     }
 
+    /// A write that makes itself atomic on MySQL (one statement, or a call of
+    /// a stored procedure with its own transaction) but needs a transaction
+    /// on SQLite: there it runs like `write_tx`, on MySQL on this connection
+    /// without BEGIN and COMMIT around it.
+    pub fn write_atomic<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
+    {
+        if let Some(writer) = &self.writer {
+            return writer.run(f);
+        }
+        match &self.inner {
+            DbConn::Sqlite(_) => self.inner.write_tx(f),
+            #[cfg(feature = "mysql")]
+            DbConn::Mysql(_) => f(&mut self.inner),
+        }
+    }
+
     /// A read of rows the request goes on to change, made where its write
     /// will run. On SQLite that is the writer thread's connection: every
     /// commit empties a reader connection's page cache, so a lookup there

@@ -132,6 +132,73 @@ pub fn spend_refresh(conn: &mut DbConn, token: &str, now: i64) -> DbResult<bool>
     Ok(n == 1)
 }
 
+/// The message of the error `phonekey_rotate_refresh_token` (MySQL) raises
+/// for a token already spent or revoked; the migration that creates it says the same.
+#[cfg(feature = "mysql")]
+const SPENT_MESSAGE: &str = "phonekey: refresh token already spent";
+
+/// Spends refresh token `old` and stores its successors `access` and
+/// `refresh`, all or nothing; false if `old` was already spent or revoked
+/// (someone else won), and then nothing is stored. On MySQL one call of a
+/// stored procedure with its own transaction (one round trip instead of
+/// six), so it must not run inside another; on SQLite the caller's
+/// transaction holds the three statements (`Conn::write_atomic` does both).
+pub fn rotate_refresh(
+    conn: &mut DbConn,
+    old: &str,
+    now: i64,
+    access: &AccessTokenRow,
+    refresh: &RefreshTokenRow,
+) -> DbResult<bool> {
+    match conn {
+        DbConn::Sqlite(_) => {
+            if !spend_refresh(conn, old, now)? {
+                return Ok(false);
+            }
+            insert_access(conn, access)?;
+            insert_refresh(conn, refresh)?;
+            Ok(true)
+        }
+        #[cfg(feature = "mysql")]
+        DbConn::Mysql(_) => {
+            debug_assert!(!access.revoked && !refresh.revoked && refresh.used_at.is_none());
+            let old_key = refresh_key(Backend::Mysql, old);
+            let called = fixed::execute(
+                conn,
+                "CALL phonekey_rotate_refresh_token(\
+                 ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                &[
+                    Bind::Text(&old_key),
+                    Bind::BigInt(now),
+                    Bind::Text(&access.jti),
+                    Bind::Text(&access.client_id),
+                    Bind::OptText(access.user_id.as_deref()),
+                    Bind::Text(&access.scope),
+                    Bind::OptText(access.family.as_deref()),
+                    Bind::BigInt(access.issued_at),
+                    Bind::BigInt(access.expires_at),
+                    Bind::OptText(access.audience.as_deref()),
+                    Bind::OptText(access.token_hash.as_deref()),
+                    Bind::Text(&refresh.token_hash),
+                    Bind::Text(&refresh.family),
+                    Bind::OptText(refresh.parent_hash.as_deref()),
+                    Bind::Text(&refresh.client_id),
+                    Bind::OptText(refresh.user_id.as_deref()),
+                    Bind::Text(&refresh.scope),
+                    Bind::BigInt(refresh.issued_at),
+                    Bind::BigInt(refresh.expires_at),
+                    Bind::OptText(refresh.resource.as_deref()),
+                ],
+            );
+            match called {
+                Ok(_) => Ok(true),
+                Err(super::DbError::Other(message)) if message == SPENT_MESSAGE => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
 /// Revokes every refresh and access token of a family.
 pub fn revoke_family(conn: &mut DbConn, family: &str) -> DbResult<()> {
     on_backend!(conn, |c| {

@@ -65,6 +65,12 @@ impl Prepared {
     }
 }
 
+fn refresh_spent() -> AppError {
+    AppError::OAuth(OAuthError::invalid_grant(
+        "the refresh token was already used",
+    ))
+}
+
 /// Stores prepared tokens inside the caller's write transaction, after
 /// spending the authorization code (by hash) and the refresh token being
 /// rotated, if any: an exchange happens once or not at all, and tokens exist
@@ -85,9 +91,7 @@ pub(super) fn store_tokens(
     }
     if let Some(old) = spend_refresh {
         if !db::tokens::spend_refresh(conn, old, now)? {
-            return Err(AppError::OAuth(OAuthError::invalid_grant(
-                "the refresh token was already used",
-            )));
+            return Err(refresh_spent());
         }
     }
     db::tokens::insert_access(conn, &tokens.access_row)?;
@@ -189,6 +193,18 @@ impl OAuthStore<'_> {
             self.conn().write_one(move |conn| {
                 db::tokens::insert_access(conn, &tokens.access_row)?;
                 Ok::<_, AppError>(tokens)
+            })?
+        } else if let (Some(old), None, Some(_)) = (spend, &spend_code, &tokens.refresh_row) {
+            // A rotation: on MySQL one round trip (a stored procedure).
+            let old = old.to_string();
+            self.conn().write_atomic(move |conn| {
+                let refresh_row = tokens.refresh_row.as_ref().ok_or_else(|| {
+                    AppError::Internal("a rotation without a refresh token".into())
+                })?;
+                if !db::tokens::rotate_refresh(conn, &old, now, &tokens.access_row, refresh_row)? {
+                    return Err(refresh_spent());
+                }
+                Ok(tokens)
             })?
         } else {
             let spend = spend.map(str::to_string);

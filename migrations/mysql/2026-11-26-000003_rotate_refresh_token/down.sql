@@ -1,0 +1,1 @@
+DROP PROCEDURE IF EXISTS phonekey_rotate_refresh_token;
