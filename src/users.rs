@@ -435,8 +435,24 @@ pub fn user_for_phone_as(
             return Ok(user);
         }
     }
+    let (user, account) = phone_user_rows(new_id.unwrap_or_else(new_user_id), phone, now);
+    match db::users::insert(conn, &user, Some(&account)) {
+        Ok(()) => Ok(user),
+        // Another request created this phone's user first: use that one. A
+        // failed statement undoes only itself, so the user row goes too.
+        Err(DbError::Conflict(_)) => {
+            db::users::delete(conn, &user.id)?;
+            db::users::find_by_phone(conn, phone)?.ok_or(AppError::Conflict { field: "phone" })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The rows of a user made by signing in with `phone`: a generated
+/// username, no password, the phone verified.
+pub fn phone_user_rows(id: String, phone: &str, now: i64) -> (UserRow, AccountRow) {
     let user = UserRow {
-        id: new_id.unwrap_or_else(new_user_id),
+        id,
         username: auto_username(),
         email: None,
         first_name: String::new(),
@@ -455,16 +471,7 @@ pub fn user_for_phone_as(
         zip_code: String::new(),
         verified: true,
     };
-    match db::users::insert(conn, &user, Some(&account)) {
-        Ok(()) => Ok(user),
-        // Another request created this phone's user first: use that one. A
-        // failed statement undoes only itself, so the user row goes too.
-        Err(DbError::Conflict(_)) => {
-            db::users::delete(conn, &user.id)?;
-            db::users::find_by_phone(conn, phone)?.ok_or(AppError::Conflict { field: "phone" })
-        }
-        Err(e) => Err(e.into()),
-    }
+    (user, account)
 }
 
 /// `phonekey createsuperuser`.

@@ -78,6 +78,7 @@ pub fn spend_attempt(
 /// right code in one statement. False leaves everything as it was. The
 /// database compares keyed hashes, which an attacker can neither compute nor
 /// steer, so the comparison's timing tells nothing about the code.
+/// The MySQL procedure `phonekey_otp_grant` makes the same statement.
 pub fn spend_if_matches(
     conn: &mut DbConn,
     phone: &str,

@@ -16,11 +16,15 @@ use super::{DbConn, DbResult};
 #[derive(Debug, Clone, Copy)]
 pub enum Bind<'a> {
     Text(&'a str),
-    /// A text that may be NULL (only the MySQL-only procedure call binds one).
+    // The optional ones are bound only by the MySQL procedure calls.
     #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     OptText(Option<&'a str>),
     BigInt(i64),
     Int(i32),
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    OptBigInt(Option<i64>),
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    OptInt(Option<i32>),
 }
 
 #[derive(Debug)]
@@ -54,6 +58,12 @@ where
                     }
                     Some(Bind::BigInt(n)) => out.push_bind_param::<BigInt, i64>(n)?,
                     Some(Bind::Int(n)) => out.push_bind_param::<Integer, i32>(n)?,
+                    Some(Bind::OptBigInt(n)) => {
+                        out.push_bind_param::<Nullable<BigInt>, Option<i64>>(n)?
+                    }
+                    Some(Bind::OptInt(n)) => {
+                        out.push_bind_param::<Nullable<Integer>, Option<i32>>(n)?
+                    }
                     None => {
                         return Err(diesel::result::Error::QueryBuilderError(
                             format!("too few binds for {:?}", self.sql).into(),

@@ -29,6 +29,8 @@ pub mod codes;
 pub mod codes_auth;
 mod fixed;
 pub mod keys;
+#[cfg(feature = "mysql")]
+pub mod otp_grant;
 pub mod purge;
 pub mod rate_limits;
 pub mod schema;

@@ -46,6 +46,7 @@ pub fn consume_for_user(conn: &mut DbConn, hash: &str, phone: &str, now: i64) ->
 }
 
 /// Marks the ticket used for obtaining tokens; false if it was not usable.
+/// The MySQL procedure `phonekey_otp_grant` makes the same statement.
 pub fn consume_for_token(conn: &mut DbConn, hash: &str, phone: &str, now: i64) -> DbResult<bool> {
     consume(
         conn,

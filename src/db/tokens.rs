@@ -163,32 +163,18 @@ pub fn rotate_refresh(
         DbConn::Mysql(_) => {
             debug_assert!(!access.revoked && !refresh.revoked && refresh.used_at.is_none());
             let old_key = refresh_key(Backend::Mysql, old);
+            let head = [Bind::Text(&old_key), Bind::BigInt(now)];
+            let binds = [
+                &head[..],
+                &access_binds(access),
+                &refresh_binds(Some(refresh)),
+            ]
+            .concat();
             let called = fixed::execute(
                 conn,
                 "CALL phonekey_rotate_refresh_token(\
                  ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                &[
-                    Bind::Text(&old_key),
-                    Bind::BigInt(now),
-                    Bind::Text(&access.jti),
-                    Bind::Text(&access.client_id),
-                    Bind::OptText(access.user_id.as_deref()),
-                    Bind::Text(&access.scope),
-                    Bind::OptText(access.family.as_deref()),
-                    Bind::BigInt(access.issued_at),
-                    Bind::BigInt(access.expires_at),
-                    Bind::OptText(access.audience.as_deref()),
-                    Bind::OptText(access.token_hash.as_deref()),
-                    Bind::Text(&refresh.token_hash),
-                    Bind::Text(&refresh.family),
-                    Bind::OptText(refresh.parent_hash.as_deref()),
-                    Bind::Text(&refresh.client_id),
-                    Bind::OptText(refresh.user_id.as_deref()),
-                    Bind::Text(&refresh.scope),
-                    Bind::BigInt(refresh.issued_at),
-                    Bind::BigInt(refresh.expires_at),
-                    Bind::OptText(refresh.resource.as_deref()),
-                ],
+                &binds,
             );
             match called {
                 Ok(_) => Ok(true),
@@ -197,6 +183,40 @@ pub fn rotate_refresh(
             }
         }
     }
+}
+
+/// An access token's columns, in the order the MySQL procedures take them
+/// (all but `revoked`: a new token is not).
+#[cfg(feature = "mysql")]
+pub(super) fn access_binds(row: &AccessTokenRow) -> [Bind<'_>; 9] {
+    [
+        Bind::Text(&row.jti),
+        Bind::Text(&row.client_id),
+        Bind::OptText(row.user_id.as_deref()),
+        Bind::Text(&row.scope),
+        Bind::OptText(row.family.as_deref()),
+        Bind::BigInt(row.issued_at),
+        Bind::BigInt(row.expires_at),
+        Bind::OptText(row.audience.as_deref()),
+        Bind::OptText(row.token_hash.as_deref()),
+    ]
+}
+
+/// A refresh token's columns, in the order the MySQL procedures take them
+/// (all but `used_at` and `revoked`: a new token is neither); all NULL for none.
+#[cfg(feature = "mysql")]
+pub(super) fn refresh_binds(row: Option<&RefreshTokenRow>) -> [Bind<'_>; 9] {
+    [
+        Bind::OptText(row.map(|r| r.token_hash.as_str())),
+        Bind::OptText(row.map(|r| r.family.as_str())),
+        Bind::OptText(row.and_then(|r| r.parent_hash.as_deref())),
+        Bind::OptText(row.map(|r| r.client_id.as_str())),
+        Bind::OptText(row.and_then(|r| r.user_id.as_deref())),
+        Bind::OptText(row.map(|r| r.scope.as_str())),
+        Bind::OptBigInt(row.map(|r| r.issued_at)),
+        Bind::OptBigInt(row.map(|r| r.expires_at)),
+        Bind::OptText(row.and_then(|r| r.resource.as_deref())),
+    ]
 }
 
 /// Revokes every refresh and access token of a family.

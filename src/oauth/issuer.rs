@@ -63,6 +63,12 @@ impl Prepared {
     pub(super) fn owner(&self) -> &str {
         &self.claims.sub
     }
+
+    /// The rows that record these tokens.
+    #[cfg(feature = "mysql")]
+    pub(super) fn rows(&self) -> (&AccessTokenRow, Option<&RefreshTokenRow>) {
+        (&self.access_row, self.refresh_row.as_ref())
+    }
 }
 
 fn refresh_spent() -> AppError {

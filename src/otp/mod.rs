@@ -38,6 +38,20 @@ fn ticket_hash(core: &Core, secret: &str) -> String {
     core.hasher.hash(&[b"otp-ticket", secret.as_bytes()])
 }
 
+/// The stored hash `proof` is spent by, for the otp grant's one-call write
+/// on MySQL (`db::otp_grant`); `None` for a proof that cannot be right,
+/// which `consume_proof` refuses and says why.
+#[cfg(feature = "mysql")]
+pub fn proof_hash(core: &Core, phone: &str, proof: &Proof<'_>) -> Option<String> {
+    match *proof {
+        Proof::Code(code) if code.len() <= 64 => Some(code_hash(core, phone, code)),
+        Proof::Ticket(secret) if secrets::plausible_token(secret) => {
+            Some(ticket_hash(core, secret))
+        }
+        _ => None,
+    }
+}
+
 /// Makes and stores a new code for `phone`, superseding the old one, if the
 /// per-phone cooldown and hourly limit and the per-IP hourly limit allow it.
 /// All in one transaction: a refused request counts against no limit.

@@ -1,0 +1,1 @@
+DROP PROCEDURE IF EXISTS phonekey_otp_grant;
