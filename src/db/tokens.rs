@@ -161,7 +161,6 @@ pub fn rotate_refresh(
         }
         #[cfg(feature = "mysql")]
         DbConn::Mysql(_) => {
-            debug_assert!(!access.revoked && !refresh.revoked && refresh.used_at.is_none());
             let old_key = refresh_key(Backend::Mysql, old);
             let head = [Bind::Text(&old_key), Bind::BigInt(now)];
             let binds = [
@@ -189,6 +188,7 @@ pub fn rotate_refresh(
 /// (all but `revoked`: a new token is not).
 #[cfg(feature = "mysql")]
 pub(super) fn access_binds(row: &AccessTokenRow) -> [Bind<'_>; 9] {
+    debug_assert!(!row.revoked);
     [
         Bind::Text(&row.jti),
         Bind::Text(&row.client_id),
@@ -206,6 +206,7 @@ pub(super) fn access_binds(row: &AccessTokenRow) -> [Bind<'_>; 9] {
 /// (all but `used_at` and `revoked`: a new token is neither); all NULL for none.
 #[cfg(feature = "mysql")]
 pub(super) fn refresh_binds(row: Option<&RefreshTokenRow>) -> [Bind<'_>; 9] {
+    debug_assert!(row.is_none_or(|r| !r.revoked && r.used_at.is_none()));
     [
         Bind::OptText(row.map(|r| r.token_hash.as_str())),
         Bind::OptText(row.map(|r| r.family.as_str())),
