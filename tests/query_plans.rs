@@ -93,32 +93,13 @@ fn run_request_path_statements(conn: &mut db::DbConn) {
     clients::insert(conn, &client).expect("client");
     clients::find(conn, "c1").expect("find client");
 
-    let user = users::UserRow {
-        id: "u1".into(),
-        username: "user_1".into(),
-        email: None,
-        first_name: String::new(),
-        last_name: String::new(),
-        password_hash: None,
-        is_superuser: false,
-        is_active: true,
-        date_joined: NOW,
-    };
-    let account = users::AccountRow {
-        user_id: "u1".into(),
-        phone: "+14155550100".into(),
-        blood_group: String::new(),
-        dob: None,
-        address: String::new(),
-        zip_code: String::new(),
-        verified: true,
-    };
+    let (user, account) = phonekey::users::phone_user_rows("u1".into(), "+14155550100", NOW);
     users::insert(conn, &user, Some(&account)).expect("user");
     users::find_by_phone(conn, "+14155550100").expect("by phone");
     users::phone_of(conn, "u1").expect("phone of");
     users::phone_taken(conn, "+14155550100").expect("phone taken");
     users::find_by_id(conn, "u1").expect("by id");
-    users::find_by_username(conn, "user_1").expect("by username");
+    users::find_by_username(conn, &user.username).expect("by username");
 
     let code = codes::CodeRow {
         id: "o1".into(),
