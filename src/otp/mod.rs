@@ -29,6 +29,9 @@ pub enum Proof<'a> {
 
 const HOUR: i64 = 3600;
 
+/// Longer codes are refused before they are hashed.
+const MAX_CODE_LEN: usize = 64;
+
 fn code_hash(core: &Core, phone: &str, code: &str) -> String {
     core.hasher
         .hash(&[b"otp-code", phone.as_bytes(), code.as_bytes()])
@@ -44,7 +47,7 @@ fn ticket_hash(core: &Core, secret: &str) -> String {
 #[cfg(feature = "mysql")]
 pub fn proof_hash(core: &Core, phone: &str, proof: &Proof<'_>) -> Option<String> {
     match *proof {
-        Proof::Code(code) if code.len() <= 64 => Some(code_hash(core, phone, code)),
+        Proof::Code(code) if code.len() <= MAX_CODE_LEN => Some(code_hash(core, phone, code)),
         Proof::Ticket(secret) if secrets::plausible_token(secret) => {
             Some(ticket_hash(core, secret))
         }
@@ -128,7 +131,7 @@ pub fn verify_code<T: Send + 'static>(
     then: impl FnOnce(&mut DbConn) -> AppResult<T> + Send + 'static,
 ) -> AppResult<T> {
     let max = core.config.otp.max_attempts;
-    if code.len() > 64 {
+    if code.len() > MAX_CODE_LEN {
         return Err(AppError::invalid_request("code is too long"));
     }
     let hash = code_hash(core, phone, code);
