@@ -100,7 +100,7 @@ pub fn otp(
             // deleted since then gets tokens, as a moment earlier it would have.
             None => tokens,
         };
-        store_tokens(conn, &tokens, None, None, now)?;
+        store_tokens(conn, &tokens, None, now)?;
         Ok(tokens)
     })
     .map_err(as_invalid_grant)?;

@@ -71,20 +71,13 @@ impl Prepared {
     }
 }
 
-fn refresh_spent() -> AppError {
-    AppError::OAuth(OAuthError::invalid_grant(
-        "the refresh token was already used",
-    ))
-}
-
 /// Stores prepared tokens inside the caller's write transaction, after
-/// spending the authorization code (by hash) and the refresh token being
-/// rotated, if any: an exchange happens once or not at all, and tokens exist
-/// as soon as what bought them counts as used.
+/// spending the authorization code (by hash), if any: an exchange happens
+/// once or not at all, and tokens exist as soon as the code counts as used.
+/// (A refresh spends its token in `db::tokens::rotate_refresh`.)
 pub(super) fn store_tokens(
     conn: &mut DbConn,
     tokens: &Prepared,
-    spend_refresh: Option<&str>,
     spend_code: Option<&str>,
     now: i64,
 ) -> AppResult<()> {
@@ -93,11 +86,6 @@ pub(super) fn store_tokens(
             return Err(AppError::OAuth(OAuthError::invalid_grant(
                 "the authorization code was already used",
             )));
-        }
-    }
-    if let Some(old) = spend_refresh {
-        if !db::tokens::spend_refresh(conn, old, now)? {
-            return Err(refresh_spent());
         }
     }
     db::tokens::insert_access(conn, &tokens.access_row)?;
@@ -194,30 +182,38 @@ impl OAuthStore<'_> {
         let now = self.now;
         // The writes own what they store (on SQLite they run on the writer
         // thread) and hand it back.
-        let tokens = if spend.is_none() && spend_code.is_none() && tokens.refresh_row.is_none() {
+        let tokens = match (spend, spend_code) {
+            // A rotation (a refresh grant always makes a new refresh token):
+            // on MySQL one round trip, a stored procedure.
+            (Some(old), None) => {
+                let old = old.to_string();
+                self.conn().write_atomic(move |conn| {
+                    let (access, refresh) = (&tokens.access_row, tokens.refresh_row.as_ref());
+                    let refresh = refresh.ok_or_else(|| {
+                        AppError::Internal("a refresh without a new refresh token".into())
+                    })?;
+                    if !db::tokens::rotate_refresh(conn, &old, now, access, refresh)? {
+                        return Err(AppError::OAuth(OAuthError::invalid_grant(
+                            "the refresh token was already used",
+                        )));
+                    }
+                    Ok(tokens)
+                })?
+            }
+            (Some(_), Some(_)) => {
+                return Err(AppError::Internal(
+                    "a refresh token and an authorization code spent at once".into(),
+                ))
+            }
             // client_credentials: one INSERT, no transaction needed.
-            self.conn().write_one(move |conn| {
+            (None, None) if tokens.refresh_row.is_none() => self.conn().write_one(move |conn| {
                 db::tokens::insert_access(conn, &tokens.access_row)?;
                 Ok::<_, AppError>(tokens)
-            })?
-        } else if let (Some(old), None, Some(_)) = (spend, &spend_code, &tokens.refresh_row) {
-            // A rotation: on MySQL one round trip (a stored procedure).
-            let old = old.to_string();
-            self.conn().write_atomic(move |conn| {
-                let refresh_row = tokens.refresh_row.as_ref().ok_or_else(|| {
-                    AppError::Internal("a rotation without a refresh token".into())
-                })?;
-                if !db::tokens::rotate_refresh(conn, &old, now, &tokens.access_row, refresh_row)? {
-                    return Err(refresh_spent());
-                }
-                Ok(tokens)
-            })?
-        } else {
-            let spend = spend.map(str::to_string);
-            self.conn().write_tx(move |conn| {
-                store_tokens(conn, &tokens, spend.as_deref(), spend_code.as_deref(), now)?;
+            })?,
+            (None, spend_code) => self.conn().write_tx(move |conn| {
+                store_tokens(conn, &tokens, spend_code.as_deref(), now)?;
                 Ok::<_, AppError>(tokens)
-            })?
+            })?,
         };
         Ok(self.record_issued(tokens))
     }
