@@ -242,6 +242,88 @@ async fn inactive_tokens_say_only_that() {
     );
 }
 
+/// Many introspections at once, each of another token: on MySQL their
+/// lookups are answered by one statement (`db::batch`, held back here until
+/// they have queued), and each request must get its own token's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_introspections_each_get_their_own_answer() {
+    let s = std::sync::Arc::new(setup().await);
+    let (rs_id, rs_secret) = &s.resource_server;
+    let mut tokens = vec![(s.access.clone(), "user")];
+    for i in 0..30 {
+        let (status, issued, _) = s
+            .server
+            .token_basic(rs_id, rs_secret, &[("grant_type", "client_credentials")])
+            .await;
+        assert_eq!(status, 200, "{issued}");
+        let token = issued["access_token"].as_str().unwrap().to_string();
+        let jti = jwt_claims(&token)["jti"].as_str().unwrap().to_string();
+        let state = match i % 5 {
+            1 => {
+                let (status, _) = post(
+                    &s.server,
+                    "/o/revoke_token/",
+                    &s.resource_server,
+                    &[("token", &token)],
+                )
+                .await;
+                assert_eq!(status, 200);
+                "revoked"
+            }
+            2 => {
+                let gone = s
+                    .server
+                    .rewrite_rows("DELETE FROM access_tokens WHERE jti = ?", &[&jti]);
+                assert_eq!(gone, 1);
+                "unknown"
+            }
+            _ => "client",
+        };
+        tokens.push((token, state));
+    }
+
+    // Some tokens are asked about twice at once.
+    let twice: Vec<_> = tokens.iter().step_by(3).cloned().collect();
+    tokens.extend(twice);
+
+    let held = s.server.db.hold_reads("access_tokens");
+    let asked: Vec<_> = tokens
+        .iter()
+        .map(|(token, state)| {
+            let (s, token, state) = (s.clone(), token.clone(), *state);
+            tokio::spawn(async move {
+                let info = introspect(&s, &token).await;
+                (token, state, info)
+            })
+        })
+        .collect();
+    if let Some(held) = held {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        held.release();
+    }
+    for asked in asked {
+        let (token, state, info) = asked.await.expect("introspection task");
+        match state {
+            "revoked" | "unknown" => {
+                assert_eq!(info, serde_json::json!({ "active": false }), "{state}")
+            }
+            _ => {
+                assert_eq!(info["active"], true, "{info}");
+                assert_eq!(info["jti"], jwt_claims(&token)["jti"]);
+                let (sub, username) = match state {
+                    "user" => (s.user["id"].clone(), s.user["username"].clone()),
+                    _ => (Value::from(rs_id.as_str()), Value::Null),
+                };
+                assert_eq!(info["sub"], sub);
+                assert_eq!(
+                    info.get("username").cloned().unwrap_or(Value::Null),
+                    username
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn introspection_needs_a_confidential_client() {
     let s = setup().await;

@@ -96,9 +96,20 @@ async fn database_outage_gives_503_and_recovers() {
         &[("DATABASE_URL", &proxied_url), ("PHONEKEY_DB_TIMEOUT", "2")],
     );
 
-    let (id, secret) = server.client(&[GrantType::Otp, GrantType::RefreshToken], true);
+    let (id, secret) = server.client(
+        &[
+            GrantType::Otp,
+            GrantType::RefreshToken,
+            GrantType::ClientCredentials,
+        ],
+        true,
+    );
     let secret = secret.unwrap();
     let (_phone, tokens) = server.user_tokens(&id, &secret).await;
+    // A client's token is stored by the batching threads' own connections.
+    let client_token = || server.token_basic(&id, &secret, &[("grant_type", "client_credentials")]);
+    assert_eq!(client_token().await.0, 200);
+    let access_before = count_rows(&direct_url, "access_tokens");
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     let users_before = count_rows(&direct_url, "users");
     let refresh_before = count_rows(&direct_url, "refresh_tokens");
@@ -116,16 +127,17 @@ async fn database_outage_gives_503_and_recovers() {
             &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
         )
         .await;
+    let client = client_token().await;
     let ready = split(server.http.get(server.url("/readyz")).send().await.unwrap()).await;
     let elapsed = started.elapsed();
-    for (status, body, _) in [&getcode, &refreshed, &ready] {
+    for (status, body, _) in [&getcode, &refreshed, &client, &ready] {
         assert_eq!(*status, 503, "{body}");
         assert_eq!(body["error"], "temporarily_unavailable");
     }
     assert!(getcode.2.contains_key("retry-after"));
     assert!(
         elapsed < Duration::from_secs(15),
-        "three requests took {elapsed:?}: no hang"
+        "four requests took {elapsed:?}: no hang"
     );
     // healthz does not need the database.
     let (status, _, _) = split(
@@ -172,6 +184,18 @@ async fn database_outage_gives_503_and_recovers() {
         refresh_before + 1
     );
     assert_eq!(count_rows(&direct_url, "users"), users_before);
+    assert_eq!(client_token().await.0, 200);
+    // The rotation's access token, and this one.
+    assert_eq!(count_rows(&direct_url, "access_tokens"), access_before + 2);
+    // A second outage in which nothing is stored: the batching threads'
+    // connections are lost unseen, and the first tokens after it still work.
+    proxy.cut();
+    proxy.restore();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..4 {
+        let (status, body, _) = client_token().await;
+        assert_eq!(status, 200, "{body}");
+    }
     // And the whole flow works again.
     let (_, user) = server.signed_up_user(&other).await;
     assert_eq!(user["account"]["phone"], other.as_str());

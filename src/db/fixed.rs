@@ -88,3 +88,54 @@ impl<Conn> RunQueryDsl<Conn> for Fixed<'_> {}
 pub fn execute(conn: &mut DbConn, sql: &str, binds: &[Bind<'_>]) -> DbResult<usize> {
     Ok(on_backend!(conn, |c| Fixed { sql, binds }.execute(c))?)
 }
+
+/// A `Fixed` statement that returns rows of SQL type `ST`.
+#[cfg(feature = "mysql")]
+pub struct FixedLoad<'a, ST> {
+    fixed: Fixed<'a>,
+    rows: std::marker::PhantomData<ST>,
+}
+
+#[cfg(feature = "mysql")]
+impl<ST> QueryId for FixedLoad<'_, ST> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+#[cfg(feature = "mysql")]
+impl<ST, DB> QueryFragment<DB> for FixedLoad<'_, ST>
+where
+    DB: Backend,
+    for<'a> Fixed<'a>: QueryFragment<DB>,
+{
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.fixed.walk_ast(out)
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl<ST> diesel::query_builder::Query for FixedLoad<'_, ST> {
+    type SqlType = ST;
+}
+
+#[cfg(feature = "mysql")]
+impl<Conn, ST> RunQueryDsl<Conn> for FixedLoad<'_, ST> {}
+
+/// Runs `sql` with `binds` on MySQL and loads its rows as `U` (columns of
+/// SQL types `ST`), with the statement prepared once per connection.
+#[cfg(feature = "mysql")]
+pub fn load_mysql<ST, U>(conn: &mut DbConn, sql: &str, binds: &[Bind<'_>]) -> DbResult<Vec<U>>
+where
+    for<'q> FixedLoad<'q, ST>: diesel::query_dsl::LoadQuery<'q, diesel::MysqlConnection, U>,
+{
+    match conn {
+        DbConn::Mysql(c) => Ok(FixedLoad::<ST> {
+            fixed: Fixed { sql, binds },
+            rows: std::marker::PhantomData,
+        }
+        .load(c)?),
+        DbConn::Sqlite(_) => Err(super::DbError::Other(
+            "load_mysql on a SQLite connection".into(),
+        )),
+    }
+}

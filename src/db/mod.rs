@@ -24,6 +24,8 @@ macro_rules! on_backend {
     };
 }
 
+#[cfg(feature = "mysql")]
+mod batch;
 pub mod clients;
 pub mod codes;
 pub mod codes_auth;
@@ -71,6 +73,9 @@ pub struct Conn {
     /// SQLite allows one writer at a time: this process's writes go through
     /// one shared connection that commits them in groups. `None` on MySQL.
     writer: Option<Arc<GroupWriter>>,
+    /// MySQL: statements run for many requests at once.
+    #[cfg(feature = "mysql")]
+    batched: Option<Arc<tokens::Batched>>,
 }
 
 impl Conn {
@@ -305,6 +310,8 @@ impl DbUrl {
 pub struct Manager {
     url: DbUrl,
     writer: Option<Arc<GroupWriter>>,
+    #[cfg(feature = "mysql")]
+    batched: Option<Arc<tokens::Batched>>,
 }
 
 impl ManageConnection for Manager {
@@ -317,6 +324,8 @@ impl ManageConnection for Manager {
             last_ok: Instant::now(),
             broken: false,
             writer: self.writer.clone(),
+            #[cfg(feature = "mysql")]
+            batched: self.batched.clone(),
         })
     }
 
@@ -351,9 +360,20 @@ impl Manager {
                     .map_err(|e| DbError::Unavailable(e.to_string()))
             }))
         });
+        #[cfg(feature = "mysql")]
+        let batched = (url.backend == Backend::Mysql).then(|| {
+            let target = url.target.clone();
+            Arc::new(tokens::Batched::new(Arc::new(move || {
+                open_mysql(&target)
+                    .map(DbConn::Mysql)
+                    .map_err(|e| DbError::Unavailable(e.to_string()))
+            })))
+        });
         Manager {
             url: url.clone(),
             writer,
+            #[cfg(feature = "mysql")]
+            batched,
         }
     }
 
@@ -361,20 +381,22 @@ impl Manager {
         match self.url.backend {
             Backend::Sqlite => open_sqlite(&self.url.target).map(DbConn::Sqlite),
             #[cfg(feature = "mysql")]
-            Backend::Mysql => {
-                let mut conn = MysqlConnection::establish(&self.url.target)
-                    .map_err(r2d2::Error::ConnectionError)?;
-                // Single-use updates rely on seeing the latest committed row.
-                conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .map_err(r2d2::Error::QueryError)?;
-                Ok(DbConn::Mysql(conn))
-            }
+            Backend::Mysql => open_mysql(&self.url.target).map(DbConn::Mysql),
             #[cfg(not(feature = "mysql"))]
             Backend::Mysql => Err(r2d2::Error::ConnectionError(
                 diesel::ConnectionError::BadConnection("built without MySQL support".into()),
             )),
         }
     }
+}
+
+#[cfg(feature = "mysql")]
+fn open_mysql(url: &str) -> Result<MysqlConnection, r2d2::Error> {
+    let mut conn = MysqlConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
+    // Single-use updates rely on seeing the latest committed row.
+    conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .map_err(r2d2::Error::QueryError)?;
+    Ok(conn)
 }
 
 fn open_sqlite(path: &str) -> Result<SqliteConnection, r2d2::Error> {

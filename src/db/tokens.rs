@@ -6,7 +6,7 @@ use diesel::prelude::*;
 
 use super::fixed::{self, Bind};
 use super::schema::{access_tokens, refresh_tokens, users};
-use super::{Backend, DbConn, DbResult};
+use super::{Backend, Conn, DbConn, DbResult};
 use crate::secrets;
 
 /// The key a refresh token is stored under: the SHA-256 of the token, which
@@ -63,6 +63,95 @@ pub fn insert_access(conn: &mut DbConn, row: &AccessTokenRow) -> DbResult<()> {
         .values(row)
         .execute(c))?;
     Ok(())
+}
+
+/// Inserts new access tokens in one statement (MySQL's batched inserts,
+/// `db::batch`); all or none are stored.
+#[cfg(feature = "mysql")]
+fn insert_access_rows(conn: &mut DbConn, rows: &[AccessTokenRow]) -> DbResult<Vec<()>> {
+    let values = vec!["(?, ?, ?, ?, ?, ?, ?, 0, ?, ?)"; rows.len()].join(", ");
+    let sql = format!(
+        "INSERT INTO access_tokens (jti, client_id, user_id, scope, family, issued_at, \
+         expires_at, revoked, audience, token_hash) VALUES {values}"
+    );
+    let binds: Vec<Bind<'_>> = rows.iter().flat_map(access_binds).collect();
+    fixed::execute(conn, &sql, &binds)?;
+    Ok(vec![(); rows.len()])
+}
+
+/// `find_access_with_username` for many `jti`s in one statement (MySQL's
+/// batched lookups, `db::batch`): one answer per `jti`, in their order.
+#[cfg(feature = "mysql")]
+fn find_access_rows(
+    conn: &mut DbConn,
+    jtis: &[String],
+) -> DbResult<Vec<Option<WithUsername<AccessTokenRow>>>> {
+    use diesel::query_builder::AsQuery;
+    use diesel::sql_types::{Nullable, Text};
+    type Columns = (<access_tokens::table as AsQuery>::SqlType, Nullable<Text>);
+    let list = vec!["?"; jtis.len()].join(", ");
+    let sql = format!(
+        "SELECT a.jti, a.client_id, a.user_id, a.scope, a.family, a.issued_at, a.expires_at, \
+         a.revoked, a.audience, a.token_hash, u.username FROM access_tokens a \
+         LEFT JOIN users u ON u.id = a.user_id WHERE a.jti IN ({list})"
+    );
+    let binds: Vec<Bind<'_>> = jtis.iter().map(|j| Bind::Text(j)).collect();
+    let found: Vec<WithUsername<AccessTokenRow>> =
+        fixed::load_mysql::<Columns, _>(conn, &sql, &binds)?;
+    // A token may be asked for by several requests of one batch.
+    Ok(jtis
+        .iter()
+        .map(|jti| found.iter().find(|(row, _)| row.jti == *jti).cloned())
+        .collect())
+}
+
+/// The statements MySQL runs for many requests at once (`db::batch`).
+#[cfg(feature = "mysql")]
+pub(super) struct Batched {
+    access_inserts: super::batch::Batcher<AccessTokenRow, ()>,
+    access_lookups: super::batch::Batcher<String, Option<WithUsername<AccessTokenRow>>>,
+}
+
+#[cfg(feature = "mysql")]
+impl Batched {
+    pub(super) fn new(open: std::sync::Arc<super::batch::Opener>) -> Batched {
+        use super::batch::Batcher;
+        Batched {
+            access_inserts: Batcher::new("access-inserts", open.clone(), insert_access_rows),
+            access_lookups: Batcher::new("access-lookups", open, find_access_rows),
+        }
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl std::fmt::Debug for Batched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batched").finish_non_exhaustive()
+    }
+}
+
+/// Stores a new access token that is the request's only write: on SQLite
+/// in the writer's group commit, on MySQL in one multi-row `INSERT` with the
+/// tokens of concurrent requests (`db::batch`). Returns once it is committed.
+pub fn store_access(conn: &mut Conn, row: AccessTokenRow) -> DbResult<()> {
+    #[cfg(feature = "mysql")]
+    if let Some(batched) = &conn.batched {
+        return batched.access_inserts.run(row);
+    }
+    conn.write_one(move |c| insert_access(c, &row))
+}
+
+/// `find_access_with_username`, on MySQL in one `SELECT` with the lookups of
+/// concurrent requests (`db::batch`).
+pub fn lookup_access_with_username(
+    conn: &mut Conn,
+    jti: &str,
+) -> DbResult<Option<WithUsername<AccessTokenRow>>> {
+    #[cfg(feature = "mysql")]
+    if let Some(batched) = &conn.batched {
+        return batched.access_lookups.run(jti.to_string());
+    }
+    find_access_with_username(conn, jti)
 }
 
 pub fn insert_refresh(conn: &mut DbConn, row: &RefreshTokenRow) -> DbResult<()> {

@@ -9,7 +9,7 @@ use super::token::authenticate;
 use super::OAuthError;
 use crate::core::Core;
 use crate::db::tokens::WithUsername;
-use crate::db::{self, Conn, DbConn};
+use crate::db::{self, Conn};
 use crate::error::AppResult;
 use crate::secrets;
 
@@ -20,20 +20,15 @@ enum Found {
 
 /// Finds the token, trying the hinted kind first (RFC 7662 §2.1, RFC 7009 §2.1:
 /// a wrong hint only costs a second look-up).
-fn find(
-    core: &Core,
-    conn: &mut DbConn,
-    token: &str,
-    hint: Option<&str>,
-) -> AppResult<Option<Found>> {
+fn find(core: &Core, conn: &mut Conn, token: &str, hint: Option<&str>) -> AppResult<Option<Found>> {
     if token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Ok(None);
     }
-    let access = |conn: &mut DbConn| -> AppResult<Option<Found>> {
+    let access = |conn: &mut Conn| -> AppResult<Option<Found>> {
         let Some(jti) = core.keys().claimed_jti(token) else {
             return Ok(None);
         };
-        let Some(found) = db::tokens::find_access_with_username(conn, &jti)? else {
+        let Some(found) = db::tokens::lookup_access_with_username(conn, &jti)? else {
             return Ok(None);
         };
         // The token must be the one issued under this jti, byte for byte: its
@@ -45,7 +40,7 @@ fn find(
         };
         Ok(genuine.then_some(Found::Access(found)))
     };
-    let refresh = |conn: &mut DbConn| -> AppResult<Option<Found>> {
+    let refresh = |conn: &mut Conn| -> AppResult<Option<Found>> {
         if token.contains('.') {
             return Ok(None);
         }

@@ -206,10 +206,10 @@ impl OAuthStore<'_> {
                 ))
             }
             // client_credentials: one INSERT, no transaction needed.
-            (None, None) if tokens.refresh_row.is_none() => self.conn().write_one(move |conn| {
-                db::tokens::insert_access(conn, &tokens.access_row)?;
-                Ok::<_, AppError>(tokens)
-            })?,
+            (None, None) if tokens.refresh_row.is_none() => {
+                db::tokens::store_access(&mut self.conn(), tokens.access_row.clone())?;
+                tokens
+            }
             (None, spend_code) => self.conn().write_tx(move |conn| {
                 store_tokens(conn, &tokens, spend_code.as_deref(), now)?;
                 Ok::<_, AppError>(tokens)

@@ -140,6 +140,28 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// MySQL: locks `table` against every other session, reads included, so
+    /// that the server's lookups in it queue up until the release. `None` on
+    /// SQLite, whose readers no lock of a writer stops (WAL).
+    pub fn hold_reads(&self, table: &str) -> Option<WritesHeld> {
+        match self {
+            TestDb::Sqlite(_) => None,
+            #[cfg(feature = "mysql")]
+            TestDb::Mysql { .. } => {
+                use diesel::connection::SimpleConnection;
+                use diesel::Connection;
+                let mut conn = diesel::MysqlConnection::establish(&self.url()).expect("connect");
+                conn.batch_execute(&format!("LOCK TABLES {table} WRITE"))
+                    .expect("lock the table");
+                Some(WritesHeld::Mysql(conn))
+            }
+            #[cfg(not(feature = "mysql"))]
+            TestDb::Mysql { .. } => panic!("built without MySQL support"),
+        }
+    }
+}
+
 impl WritesHeld {
     pub fn release(self) {
         use diesel::connection::SimpleConnection;

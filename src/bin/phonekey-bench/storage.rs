@@ -109,17 +109,17 @@ fn lost(what: &str) -> AppError {
     AppError::Internal(format!("{what} did not match"))
 }
 
-/// As `Issuer::issue` for client_credentials: one INSERT.
+/// As `Issuer::issue` for client_credentials: one INSERT (on MySQL a row of a batched one).
 async fn client_credentials(s: Storage) -> Op {
     let row = s.access_row(None, None, now());
-    s.with_conn(move |conn| conn.write_one(move |c| Ok(db::tokens::insert_access(c, &row)?)))
+    s.with_conn(move |conn| Ok(db::tokens::store_access(conn, row)?))
         .await
 }
 
-/// As introspection of a client's token: the joined lookup by `jti`.
+/// As introspection of a client's token: the joined lookup by `jti` (on MySQL batched).
 async fn introspect(s: Storage, jti: Arc<str>) -> Op {
     let found = s
-        .with_conn(move |conn| Ok(db::tokens::find_access_with_username(conn, &jti)?))
+        .with_conn(move |conn| Ok(db::tokens::lookup_access_with_username(conn, &jti)?))
         .await?;
     found.map(drop).ok_or_else(|| "token not found".into())
 }
@@ -283,10 +283,8 @@ pub async fn ceiling(
             "introspect" => {
                 let row = s.access_row(None, None, now());
                 let jti: Arc<str> = row.jti.clone().into();
-                s.with_conn(move |conn| {
-                    conn.write_one(move |c| Ok(db::tokens::insert_access(c, &row)?))
-                })
-                .await?;
+                s.with_conn(move |conn| Ok(db::tokens::store_access(conn, row)?))
+                    .await?;
                 load::run(LOOPS, warmup, duration, None, move |_| {
                     let (s, jti) = (s.clone(), jti.clone());
                     async move { Some(introspect(s, jti).await) }

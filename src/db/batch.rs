@@ -1,0 +1,217 @@
+//! MySQL: what concurrent requests each do with one row, done for many rows
+//! in one statement: new access tokens in one multi-row `INSERT`, token
+//! lookups in one `SELECT … IN (…)`. On MariaDB here a statement costs about
+//! the same whether it carries one row or sixteen (the round trip, the
+//! wake-ups and the commit are most of it: `mysqlslap` 16-row inserts stored
+//! 4.7-6x the rows per second of single-row ones, docs/performance.md), so a
+//! request hands its row to a thread that owns a connection of its own,
+//! takes every row queued meanwhile, and runs them as one autocommitted
+//! statement. InnoDB runs a statement all or nothing, so every request is
+//! answered after the commit that holds its row; a batch that fails for a
+//! reason other than a lost connection is run again row by row, so that one
+//! bad row fails only its own request.
+
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use diesel::connection::SimpleConnection;
+
+use super::{DbConn, DbError, DbResult, TRUST_FOR};
+
+/// Rows per statement at most: bounds the statement's size (and the number
+/// of statements a connection prepares, one per batch size).
+const MAX_BATCH: usize = 64;
+/// Threads, each with its own connection: while one waits for its
+/// statement, the next batch fills and another thread sends it.
+const THREADS: usize = 2;
+
+pub(super) type Opener = dyn Fn() -> DbResult<DbConn> + Send + Sync;
+/// Runs one statement for `rows`; answers one `A` per row, in their order.
+type Statement<R, A> = fn(&mut DbConn, &[R]) -> DbResult<Vec<A>>;
+
+struct Pending<R, A> {
+    row: R,
+    reply: SyncSender<DbResult<A>>,
+}
+
+/// Runs rows of one kind through `THREADS` batching threads, started at the
+/// first row (a CLI command that opens a pool sends none).
+pub struct Batcher<R, A> {
+    name: &'static str,
+    open: Arc<Opener>,
+    statement: Statement<R, A>,
+    /// The threads end when this is dropped.
+    rows: Option<Sender<Pending<R, A>>>,
+    queue: Arc<Mutex<Receiver<Pending<R, A>>>>,
+    /// How many threads started, once they have been.
+    started: OnceLock<usize>,
+}
+
+impl<R, A> std::fmt::Debug for Batcher<R, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Send + 'static, A: Clone + Send + 'static> Batcher<R, A> {
+    /// `open` makes a connection for a thread that has none (at its first
+    /// batch, and after one was lost).
+    pub fn new(name: &'static str, open: Arc<Opener>, statement: Statement<R, A>) -> Batcher<R, A> {
+        let (rows, queue) = mpsc::channel();
+        Batcher {
+            name,
+            open,
+            statement,
+            rows: Some(rows),
+            queue: Arc::new(Mutex::new(queue)),
+            started: OnceLock::new(),
+        }
+    }
+
+    fn start(&self) -> usize {
+        let mut started = 0;
+        for i in 0..THREADS {
+            let thread = BatchThread {
+                open: self.open.clone(),
+                conn: None,
+                last_ok: Instant::now(),
+                statement: self.statement,
+            };
+            let queue = self.queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-{i}", self.name))
+                .spawn(move || thread.serve(&queue));
+            match spawned {
+                Ok(_) => started += 1,
+                // The other threads (if any) serve the queue; with none, every
+                // row is answered that the database is unavailable.
+                Err(e) => tracing::error!(error = %e, "could not start a batching thread"),
+            }
+        }
+        started
+    }
+
+    /// Runs `row` with whatever else is queued; returns its answer once the
+    /// statement that holds it has committed.
+    pub fn run(&self, row: R) -> DbResult<A> {
+        let stopped = || DbError::Unavailable("the batching threads have stopped".into());
+        if *self.started.get_or_init(|| self.start()) == 0 {
+            return Err(stopped());
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        let sent = self
+            .rows
+            .as_ref()
+            .is_some_and(|rows| rows.send(Pending { row, reply }).is_ok());
+        if !sent {
+            return Err(stopped());
+        }
+        answer.recv().unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+impl<R, A> Drop for Batcher<R, A> {
+    fn drop(&mut self) {
+        self.rows.take();
+    }
+}
+
+/// What a batching thread owns.
+struct BatchThread<R, A> {
+    open: Arc<Opener>,
+    conn: Option<DbConn>,
+    /// When `conn` last worked.
+    last_ok: Instant,
+    statement: Statement<R, A>,
+}
+
+impl<R, A: Clone> BatchThread<R, A> {
+    fn serve(mut self, queue: &Mutex<Receiver<Pending<R, A>>>) {
+        while let Some(batch) = next_batch(queue) {
+            self.run_batch(batch);
+        }
+    }
+
+    fn run_batch(&mut self, batch: Vec<Pending<R, A>>) {
+        let (rows, replies): (Vec<R>, Vec<_>) = batch.into_iter().map(|p| (p.row, p.reply)).unzip();
+        // A caller that is gone has nothing left to be told.
+        match self.run(&rows) {
+            Ok(answers) => {
+                for (answer, reply) in answers.into_iter().zip(replies) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            // Nothing of the batch was done; each row alone says what is
+            // wrong with it, if anything.
+            Err(e) if rows.len() > 1 && !matches!(e, DbError::Unavailable(_)) => {
+                for (row, reply) in rows.iter().zip(replies) {
+                    let one = self.run(std::slice::from_ref(row));
+                    let _ = reply.send(one.and_then(|mut a| a.pop().ok_or_else(no_answer)));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Runs one statement; a lost connection is dropped, and the next batch
+    /// opens one. Fails unless there is one answer per row.
+    fn run(&mut self, rows: &[R]) -> DbResult<Vec<A>> {
+        let statement = self.statement;
+        let result = statement(self.connection()?, rows);
+        match result {
+            Err(DbError::Unavailable(_)) => self.conn = None,
+            _ => self.last_ok = Instant::now(),
+        }
+        let answers = result?;
+        if answers.len() != rows.len() {
+            return Err(no_answer());
+        }
+        Ok(answers)
+    }
+
+    /// The thread's connection, tested first (as the pool tests its own) if
+    /// it has been idle: a connection lost while nothing was sent must not
+    /// fail the first statement after the database is back. A statement
+    /// that fails cannot be sent again blindly: it may have committed.
+    fn connection(&mut self) -> DbResult<&mut DbConn> {
+        if self.last_ok.elapsed() >= TRUST_FOR {
+            if let Some(conn) = self.conn.as_mut() {
+                if conn.batch_execute("SELECT 1").is_err() {
+                    self.conn = None;
+                }
+            }
+        }
+        match self.conn {
+            Some(ref mut conn) => Ok(conn),
+            None => Ok(self.conn.insert((self.open)()?)),
+        }
+    }
+}
+
+fn no_answer() -> DbError {
+    DbError::Other("a batched statement did not answer every row".into())
+}
+
+/// Waits for a row, then takes whatever else is queued (up to `MAX_BATCH`);
+/// `None` once the batcher is gone.
+fn next_batch<R, A>(queue: &Mutex<Receiver<Pending<R, A>>>) -> Option<Vec<Pending<R, A>>> {
+    // The lock is held while waiting: the thread that holds it takes the
+    // next batch while the other runs one.
+    let queue = queue.lock().ok()?;
+    let first = queue.recv().ok()?;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(pending) => batch.push(pending),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
