@@ -238,3 +238,80 @@ async fn parallel_first_logins_of_one_phone_make_one_user() {
     }
     assert_eq!(subjects.len(), 1, "one user for one phone: {subjects:?}");
 }
+
+/// Many logins and refreshes at once, each for another phone or token: on
+/// MySQL their lookups (a phone's user, a refresh token) are answered by one
+/// statement per batch (`db::batch`, held back here until they have queued),
+/// and each request must be answered for its own phone or token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_logins_and_refreshes_each_get_their_own_user() {
+    let server = std::sync::Arc::new(TestServer::start_with(&[
+        ("PHONEKEY_OTP_AUTO_CREATE_USERS", "true"),
+        ("PHONEKEY_OTP_RESEND_SECONDS", "0"),
+    ]));
+    let (id, secret) = server.client(&[GrantType::Otp, GrantType::RefreshToken], true);
+    let secret = secret.unwrap();
+    // Half the phones have a user, half get one at their login; every
+    // signed-up user also has a refresh token to rotate.
+    let mut logins = Vec::new();
+    let mut refreshes = Vec::new();
+    for i in 0..RACERS / 2 {
+        let phone = new_phone();
+        if i % 2 == 0 {
+            let (ticket, user) = server.signed_up_user(&phone).await;
+            let (status, tokens, _) = server.otp_grant(&id, &secret, &phone, &ticket).await;
+            assert_eq!(status, 200, "{tokens}");
+            let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+            refreshes.push((refresh, user["id"].as_str().unwrap().to_string()));
+            let ticket = server.verified_ticket(&phone).await;
+            logins.push((
+                phone,
+                ticket,
+                Some(user["id"].as_str().unwrap().to_string()),
+            ));
+        } else {
+            let ticket = server.verified_ticket(&phone).await;
+            logins.push((phone, ticket, None));
+        }
+    }
+    let held = server.db.hold_reads("accounts");
+    let held_refresh = server.db.hold_reads("refresh_tokens");
+    let login_tasks: Vec<_> = logins
+        .into_iter()
+        .map(|(phone, ticket, user)| {
+            let (server, id, secret) = (server.clone(), id.clone(), secret.clone());
+            tokio::spawn(async move {
+                let answer = server.otp_grant(&id, &secret, &phone, &ticket).await;
+                (answer, user)
+            })
+        })
+        .collect();
+    let refresh_tasks: Vec<_> = refreshes
+        .into_iter()
+        .map(|(refresh, user)| {
+            let (server, id, secret) = (server.clone(), id.clone(), secret.clone());
+            tokio::spawn(async move {
+                let form = [("grant_type", "refresh_token"), ("refresh_token", &refresh)];
+                (server.token_basic(&id, &secret, &form).await, Some(user))
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    for held in [held, held_refresh].into_iter().flatten() {
+        held.release();
+    }
+    let mut new_users = std::collections::HashSet::new();
+    for task in login_tasks.into_iter().chain(refresh_tasks) {
+        let ((status, body, _), user) = task.await.expect("request task");
+        assert_eq!(status, 200, "{body}");
+        let sub = jwt_claims(body["access_token"].as_str().unwrap())["sub"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        match user {
+            Some(user) => assert_eq!(sub, user),
+            None => assert!(new_users.insert(sub), "a new user per new phone"),
+        }
+    }
+    assert_eq!(new_users.len(), RACERS / 4);
+}

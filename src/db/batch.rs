@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use diesel::connection::SimpleConnection;
 
-use super::{DbConn, DbError, DbResult, TRUST_FOR};
+use super::tokens::{self, AccessTokenRow, RefreshTokenRow, WithUsername};
+use super::{users, DbConn, DbError, DbResult, TRUST_FOR};
 
 /// Rows per statement at most: bounds the statement's size (and the number
 /// of statements a connection prepares, one per batch size).
@@ -26,7 +27,7 @@ const MAX_BATCH: usize = 64;
 /// statement, the next batch fills and another thread sends it.
 const THREADS: usize = 2;
 
-pub(super) type Opener = dyn Fn() -> DbResult<DbConn> + Send + Sync;
+type Opener = dyn Fn() -> DbResult<DbConn> + Send + Sync;
 /// Runs one statement for `rows`; answers one `A` per row, in their order.
 type Statement<R, A> = fn(&mut DbConn, &[R]) -> DbResult<Vec<A>>;
 
@@ -214,4 +215,39 @@ fn next_batch<R, A>(queue: &Mutex<Receiver<Pending<R, A>>>) -> Option<Vec<Pendin
         }
     }
     Some(batch)
+}
+
+/// The statements run for many requests at once, each with its own threads
+/// and connections (`THREADS` of each per server process, beside the pool).
+pub(super) struct Batched {
+    pub(super) access_inserts: Batcher<AccessTokenRow, ()>,
+    pub(super) access_lookups: Batcher<String, Option<WithUsername<AccessTokenRow>>>,
+    pub(super) refresh_lookups: Batcher<String, Option<RefreshTokenRow>>,
+    pub(super) phone_users: Batcher<String, Option<String>>,
+}
+
+impl Batched {
+    pub(super) fn new(open: impl Fn() -> DbResult<DbConn> + Send + Sync + 'static) -> Batched {
+        let open: Arc<Opener> = Arc::new(open);
+        Batched {
+            access_inserts: Batcher::new(
+                "access-inserts",
+                open.clone(),
+                tokens::insert_access_rows,
+            ),
+            access_lookups: Batcher::new("access-lookups", open.clone(), tokens::find_access_rows),
+            refresh_lookups: Batcher::new(
+                "refresh-lookups",
+                open.clone(),
+                tokens::find_refresh_rows,
+            ),
+            phone_users: Batcher::new("phone-users", open, users::find_user_ids_by_phones),
+        }
+    }
+}
+
+impl std::fmt::Debug for Batched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batched").finish_non_exhaustive()
+    }
 }

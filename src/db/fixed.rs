@@ -139,3 +139,26 @@ where
         )),
     }
 }
+
+/// Loads the rows whose key is one of `keys`, with `select` ending in
+/// `WHERE <key column> IN` (the list is added); one answer per key, in their
+/// order, as `key_of` tells a row's key. A key may be asked for twice.
+#[cfg(feature = "mysql")]
+pub fn load_mysql_by_keys<ST, U>(
+    conn: &mut DbConn,
+    select: &str,
+    keys: &[String],
+    key_of: fn(&U) -> &String,
+) -> DbResult<Vec<Option<U>>>
+where
+    U: Clone,
+    for<'q> FixedLoad<'q, ST>: diesel::query_dsl::LoadQuery<'q, diesel::MysqlConnection, U>,
+{
+    let sql = format!("{select} ({})", vec!["?"; keys.len()].join(", "));
+    let binds: Vec<Bind<'_>> = keys.iter().map(|k| Bind::Text(k)).collect();
+    let found: Vec<U> = load_mysql::<ST, U>(conn, &sql, &binds)?;
+    Ok(keys
+        .iter()
+        .map(|key| found.iter().find(|row| key_of(row) == key).cloned())
+        .collect())
+}

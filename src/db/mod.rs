@@ -75,7 +75,7 @@ pub struct Conn {
     writer: Option<Arc<GroupWriter>>,
     /// MySQL: statements run for many requests at once.
     #[cfg(feature = "mysql")]
-    batched: Option<Arc<tokens::Batched>>,
+    batched: Option<Arc<batch::Batched>>,
 }
 
 impl Conn {
@@ -311,7 +311,7 @@ pub struct Manager {
     url: DbUrl,
     writer: Option<Arc<GroupWriter>>,
     #[cfg(feature = "mysql")]
-    batched: Option<Arc<tokens::Batched>>,
+    batched: Option<Arc<batch::Batched>>,
 }
 
 impl ManageConnection for Manager {
@@ -363,11 +363,11 @@ impl Manager {
         #[cfg(feature = "mysql")]
         let batched = (url.backend == Backend::Mysql).then(|| {
             let target = url.target.clone();
-            Arc::new(tokens::Batched::new(Arc::new(move || {
+            Arc::new(batch::Batched::new(move || {
                 open_mysql(&target)
                     .map(DbConn::Mysql)
                     .map_err(|e| DbError::Unavailable(e.to_string()))
-            })))
+            }))
         });
         Manager {
             url: url.clone(),

@@ -68,7 +68,7 @@ pub fn insert_access(conn: &mut DbConn, row: &AccessTokenRow) -> DbResult<()> {
 /// Inserts new access tokens in one statement (MySQL's batched inserts,
 /// `db::batch`); all or none are stored.
 #[cfg(feature = "mysql")]
-fn insert_access_rows(conn: &mut DbConn, rows: &[AccessTokenRow]) -> DbResult<Vec<()>> {
+pub(super) fn insert_access_rows(conn: &mut DbConn, rows: &[AccessTokenRow]) -> DbResult<Vec<()>> {
     let values = vec!["(?, ?, ?, ?, ?, ?, ?, 0, ?, ?)"; rows.len()].join(", ");
     let sql = format!(
         "INSERT INTO access_tokens (jti, client_id, user_id, scope, family, issued_at, \
@@ -82,52 +82,53 @@ fn insert_access_rows(conn: &mut DbConn, rows: &[AccessTokenRow]) -> DbResult<Ve
 /// `find_access_with_username` for many `jti`s in one statement (MySQL's
 /// batched lookups, `db::batch`): one answer per `jti`, in their order.
 #[cfg(feature = "mysql")]
-fn find_access_rows(
+pub(super) fn find_access_rows(
     conn: &mut DbConn,
     jtis: &[String],
 ) -> DbResult<Vec<Option<WithUsername<AccessTokenRow>>>> {
     use diesel::query_builder::AsQuery;
     use diesel::sql_types::{Nullable, Text};
     type Columns = (<access_tokens::table as AsQuery>::SqlType, Nullable<Text>);
-    let list = vec!["?"; jtis.len()].join(", ");
-    let sql = format!(
+    fixed::load_mysql_by_keys::<Columns, WithUsername<AccessTokenRow>>(
+        conn,
         "SELECT a.jti, a.client_id, a.user_id, a.scope, a.family, a.issued_at, a.expires_at, \
          a.revoked, a.audience, a.token_hash, u.username FROM access_tokens a \
-         LEFT JOIN users u ON u.id = a.user_id WHERE a.jti IN ({list})"
-    );
-    let binds: Vec<Bind<'_>> = jtis.iter().map(|j| Bind::Text(j)).collect();
-    let found: Vec<WithUsername<AccessTokenRow>> =
-        fixed::load_mysql::<Columns, _>(conn, &sql, &binds)?;
-    // A token may be asked for by several requests of one batch.
-    Ok(jtis
-        .iter()
-        .map(|jti| found.iter().find(|(row, _)| row.jti == *jti).cloned())
-        .collect())
+         LEFT JOIN users u ON u.id = a.user_id WHERE a.jti IN",
+        jtis,
+        |(row, _)| &row.jti,
+    )
 }
 
-/// The statements MySQL runs for many requests at once (`db::batch`).
+/// `find_refresh` for many keys (`refresh_key`) in one statement (MySQL's
+/// batched lookups, `db::batch`): one answer per key, in their order.
 #[cfg(feature = "mysql")]
-pub(super) struct Batched {
-    access_inserts: super::batch::Batcher<AccessTokenRow, ()>,
-    access_lookups: super::batch::Batcher<String, Option<WithUsername<AccessTokenRow>>>,
+pub(super) fn find_refresh_rows(
+    conn: &mut DbConn,
+    keys: &[String],
+) -> DbResult<Vec<Option<RefreshTokenRow>>> {
+    use diesel::query_builder::AsQuery;
+    type Columns = <refresh_tokens::table as AsQuery>::SqlType;
+    fixed::load_mysql_by_keys::<Columns, RefreshTokenRow>(
+        conn,
+        "SELECT token_hash, family, parent_hash, client_id, user_id, scope, issued_at, \
+         expires_at, used_at, revoked, resource FROM refresh_tokens WHERE token_hash IN",
+        keys,
+        |row| &row.token_hash,
+    )
 }
 
-#[cfg(feature = "mysql")]
-impl Batched {
-    pub(super) fn new(open: std::sync::Arc<super::batch::Opener>) -> Batched {
-        use super::batch::Batcher;
-        Batched {
-            access_inserts: Batcher::new("access-inserts", open.clone(), insert_access_rows),
-            access_lookups: Batcher::new("access-lookups", open, find_access_rows),
-        }
+/// The row of a presented refresh token, read where its rotation runs: on
+/// SQLite on the writer thread (`Conn::read_for_write`), on MySQL in one
+/// `SELECT` with the lookups of concurrent requests (`db::batch`).
+pub fn lookup_refresh(conn: &mut Conn, token: &str) -> DbResult<Option<RefreshTokenRow>> {
+    #[cfg(feature = "mysql")]
+    if let Some(batched) = &conn.batched {
+        return batched
+            .refresh_lookups
+            .run(refresh_key(Backend::Mysql, token));
     }
-}
-
-#[cfg(feature = "mysql")]
-impl std::fmt::Debug for Batched {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batched").finish_non_exhaustive()
-    }
+    let token = token.to_string();
+    conn.read_for_write(move |c| find_refresh(c, &token))
 }
 
 /// Stores a new access token that is the request's only write: on SQLite

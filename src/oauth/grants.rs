@@ -62,7 +62,7 @@ pub fn otp(
     // login costs one commit. The token is signed before it, for the phone's
     // user as read now or for the user about to be created.
     let now = store.now;
-    let known = db::users::find_by_phone(&mut store.conn(), phone)?.map(|u| u.id);
+    let known = db::users::lookup_user_id_by_phone(&mut store.conn(), phone)?;
     let auto_create = core.config.otp.auto_create_users;
     // An id is drawn only for a user that may be created.
     let new_id = (known.is_none() && auto_create).then(users::new_user_id);

@@ -294,11 +294,8 @@ impl Issuer for OAuthStore<'_> {
         if !secrets::plausible_token(token) {
             return Ok(None);
         }
-        let owned = token.to_string();
-        let row = self
-            .conn()
-            .read_for_write(move |c| db::tokens::find_refresh(c, &owned))
-            .map_err(|e| self.fail(e.into()))?;
+        let row =
+            db::tokens::lookup_refresh(&mut self.conn(), token).map_err(|e| self.fail(e.into()))?;
         let Some(row) = row else { return Ok(None) };
         if row.revoked {
             return Ok(None);

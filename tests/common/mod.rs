@@ -146,7 +146,10 @@ impl TestDb {
     /// SQLite, whose readers no lock of a writer stops (WAL).
     pub fn hold_reads(&self, table: &str) -> Option<WritesHeld> {
         match self {
-            TestDb::Sqlite(_) => None,
+            TestDb::Sqlite(_) => {
+                let _ = table;
+                None
+            }
             #[cfg(feature = "mysql")]
             TestDb::Mysql { .. } => {
                 use diesel::connection::SimpleConnection;

@@ -133,10 +133,7 @@ async fn refresh(s: Storage, chain: Arc<Mutex<String>>) -> Op {
     let s2 = s.clone();
     let kept = next.clone();
     s.with_conn(move |conn| {
-        let presented = old.clone();
-        let row = conn
-            .read_for_write(move |c| db::tokens::find_refresh(c, &presented))?
-            .ok_or_else(|| lost("refresh lookup"))?;
+        let row = db::tokens::lookup_refresh(conn, &old)?.ok_or_else(|| lost("refresh lookup"))?;
         let now = now();
         let user = row.user_id.as_deref().unwrap_or_default();
         let access = s2.access_row(Some(user), Some(&row.family), now);
@@ -160,7 +157,7 @@ async fn otp_token(s: Storage, codes: Arc<Mutex<Vec<(String, String)>>>) -> Opti
     let (phone, hash) = codes.lock().ok()?.pop()?;
     let s2 = s.clone();
     let op = s.with_conn(move |conn| {
-        if db::users::find_by_phone(conn, &phone)?.is_some() {
+        if db::users::lookup_user_id_by_phone(conn, &phone)?.is_some() {
             return Err(AppError::Internal("the phone has a user".into()));
         }
         let now = now();
