@@ -1,16 +1,17 @@
-//! New access tokens stored by many requests at once: on MySQL they are
-//! gathered into multi-row INSERTs (`db::batch`), on SQLite into the writer's
-//! group commit. The test holds the database's writes while the requests
-//! queue up, so that they are stored together, and puts a row the database
-//! must refuse among them: that one request fails, every other one is stored.
+//! New tokens stored by many requests at once: on MySQL they are gathered
+//! into multi-row statements (`db::batch`), on SQLite into the writer's group
+//! commit. The tests hold the database's writes while the requests queue up,
+//! so that they are stored together, and put among them what must fail (a
+//! row the database refuses, a refresh token spent before or by another
+//! request of the same batch): that request fails, every other one is stored.
 
 mod common;
 
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use phonekey::db::tokens::{self, AccessTokenRow};
-use phonekey::db::{self, DbError, DbUrl, PoolOptions};
+use phonekey::db::tokens::{self, AccessTokenRow, RefreshTokenRow};
+use phonekey::db::{self, DbError, DbUrl, Pool, PoolOptions};
 use phonekey::secrets;
 
 const WRITERS: usize = 48;
@@ -30,9 +31,7 @@ fn row(jti: &str, client_id: &str) -> AccessTokenRow {
     }
 }
 
-#[test]
-fn concurrent_new_access_tokens_are_each_stored_or_refused_alone() {
-    let test_db = common::TestDb::new();
+fn migrated_pool(test_db: &common::TestDb) -> Pool {
     let url = DbUrl::parse(&test_db.url()).expect("url");
     let pool = db::build_pool(
         &url,
@@ -42,6 +41,13 @@ fn concurrent_new_access_tokens_are_each_stored_or_refused_alone() {
         },
     );
     db::migrate(&mut pool.get().expect("connection")).expect("migrate");
+    pool
+}
+
+#[test]
+fn concurrent_new_access_tokens_are_each_stored_or_refused_alone() {
+    let test_db = common::TestDb::new();
+    let pool = migrated_pool(&test_db);
     let taken = row(&secrets::ordered_id(12), "first");
     tokens::store_access(&mut pool.get().expect("connection"), taken.clone()).expect("store");
 
@@ -94,4 +100,94 @@ fn concurrent_new_access_tokens_are_each_stored_or_refused_alone() {
         }
     }
     assert_eq!((stored, refused), (WRITERS - WRITERS / 8, WRITERS / 8));
+}
+
+fn refresh_row(pool: &Pool, token: &str, parent: Option<&str>) -> RefreshTokenRow {
+    let backend = pool.get().expect("connection").backend();
+    RefreshTokenRow {
+        token_hash: tokens::refresh_key(backend, token),
+        family: "family".into(),
+        parent_hash: parent.map(|p| tokens::refresh_key(backend, p)),
+        client_id: "app".into(),
+        user_id: Some("user".into()),
+        scope: "read".into(),
+        issued_at: 1_800_000_000,
+        expires_at: 1_801_000_000,
+        used_at: None,
+        revoked: false,
+        resource: None,
+    }
+}
+
+#[test]
+fn concurrent_rotations_spend_each_token_once() {
+    let test_db = common::TestDb::new();
+    let pool = migrated_pool(&test_db);
+    // Twelve live tokens, each presented by three requests at once, and four
+    // spent before: one rotation per live token may win.
+    let live: Vec<String> = (0..12).map(|_| secrets::ordered_secret()).collect();
+    let spent: Vec<String> = (0..4).map(|_| secrets::ordered_secret()).collect();
+    for token in live.iter().chain(&spent) {
+        let row = refresh_row(&pool, token, None);
+        tokens::insert_refresh(&mut pool.get().expect("connection"), &row).expect("insert");
+    }
+    for token in &spent {
+        let mut conn = pool.get().expect("connection");
+        assert!(tokens::spend_refresh(&mut conn, token, 1_800_000_001).expect("spend"));
+    }
+    let presented: Vec<String> = live
+        .iter()
+        .flat_map(|t| [t.clone(), t.clone(), t.clone()])
+        .chain(spent.iter().cloned())
+        .collect();
+
+    let held = test_db
+        .hold_reads("refresh_tokens")
+        .unwrap_or_else(|| test_db.hold_writes("refresh_tokens"));
+    let start = Arc::new(Barrier::new(presented.len()));
+    let rotations: Vec<_> = presented
+        .into_iter()
+        .map(|old| {
+            let (pool, start) = (pool.clone(), start.clone());
+            let next = secrets::ordered_secret();
+            let refresh = refresh_row(&pool, &next, Some(&old));
+            let access = row(&secrets::ordered_id(12), "app");
+            std::thread::spawn(move || {
+                let mut conn = pool.get().expect("connection");
+                start.wait();
+                let jti = access.jti.clone();
+                let won = tokens::store_rotation(&mut conn, &old, 1_800_000_002, access, refresh);
+                (old, next, jti, won)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    held.release();
+
+    let mut conn = pool.get().expect("connection");
+    let mut winners = std::collections::HashMap::new();
+    for rotation in rotations {
+        let (old, next, jti, won) = rotation.join().expect("rotation thread");
+        let won = won.expect("a rotation answers");
+        let stored_refresh = tokens::find_refresh(&mut conn, &next).expect("lookup");
+        let stored_access = tokens::find_access(&mut conn, &jti).expect("lookup");
+        // A rotation stores its pair exactly when it wins.
+        assert_eq!(stored_refresh.is_some(), won, "new refresh token of a win");
+        assert_eq!(stored_access.is_some(), won, "new access token of a win");
+        if won {
+            assert!(!spent.contains(&old), "a token spent before won");
+            assert!(
+                winners.insert(old.clone(), next).is_none(),
+                "two wins of one token"
+            );
+        }
+        let old_row = tokens::find_refresh(&mut conn, &old)
+            .expect("lookup")
+            .expect("old row");
+        assert!(
+            old_row.used_at.is_some(),
+            "every presented token ends spent"
+        );
+    }
+    assert_eq!(winners.len(), live.len(), "each live token rotated once");
 }

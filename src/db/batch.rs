@@ -224,6 +224,7 @@ pub(super) struct Batched {
     pub(super) access_lookups: Batcher<String, Option<WithUsername<AccessTokenRow>>>,
     pub(super) refresh_lookups: Batcher<String, Option<RefreshTokenRow>>,
     pub(super) phone_users: Batcher<String, Option<String>>,
+    pub(super) rotations: Batcher<tokens::Rotation, bool>,
 }
 
 impl Batched {
@@ -241,7 +242,8 @@ impl Batched {
                 open.clone(),
                 tokens::find_refresh_rows,
             ),
-            phone_users: Batcher::new("phone-users", open, users::find_user_ids_by_phones),
+            phone_users: Batcher::new("phone-users", open.clone(), users::find_user_ids_by_phones),
+            rotations: Batcher::new("rotations", open, tokens::rotate_refresh_rows),
         }
     }
 }

@@ -154,11 +154,24 @@ where
     U: Clone,
     for<'q> FixedLoad<'q, ST>: diesel::query_dsl::LoadQuery<'q, diesel::MysqlConnection, U>,
 {
-    let sql = format!("{select} ({})", vec!["?"; keys.len()].join(", "));
+    let sql = in_list_sql(select, keys.len());
     let binds: Vec<Bind<'_>> = keys.iter().map(|k| Bind::Text(k)).collect();
     let found: Vec<U> = load_mysql::<ST, U>(conn, &sql, &binds)?;
     Ok(keys
         .iter()
         .map(|key| found.iter().find(|row| key_of(row) == key).cloned())
         .collect())
+}
+
+/// `head` (an `INSERT … (columns)`) with `rows` copies of `row`, the
+/// placeholders of one row, as its `VALUES`.
+#[cfg(feature = "mysql")]
+pub fn values_sql(head: &str, row: &str, rows: usize) -> String {
+    format!("{head} VALUES {}", vec![row; rows].join(", "))
+}
+
+/// `list` (a statement ending in `IN`) with `keys` placeholders in parentheses.
+#[cfg(feature = "mysql")]
+pub fn in_list_sql(list: &str, keys: usize) -> String {
+    format!("{list} ({})", vec!["?"; keys].join(", "))
 }

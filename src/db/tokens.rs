@@ -6,6 +6,8 @@ use diesel::prelude::*;
 
 use super::fixed::{self, Bind};
 use super::schema::{access_tokens, refresh_tokens, users};
+#[cfg(feature = "mysql")]
+use super::DbError;
 use super::{Backend, Conn, DbConn, DbResult};
 use crate::secrets;
 
@@ -69,14 +71,108 @@ pub fn insert_access(conn: &mut DbConn, row: &AccessTokenRow) -> DbResult<()> {
 /// `db::batch`); all or none are stored.
 #[cfg(feature = "mysql")]
 pub(super) fn insert_access_rows(conn: &mut DbConn, rows: &[AccessTokenRow]) -> DbResult<Vec<()>> {
-    let values = vec!["(?, ?, ?, ?, ?, ?, ?, 0, ?, ?)"; rows.len()].join(", ");
-    let sql = format!(
-        "INSERT INTO access_tokens (jti, client_id, user_id, scope, family, issued_at, \
-         expires_at, revoked, audience, token_hash) VALUES {values}"
-    );
-    let binds: Vec<Bind<'_>> = rows.iter().flat_map(access_binds).collect();
-    fixed::execute(conn, &sql, &binds)?;
+    insert_access_many(conn, rows.iter())?;
     Ok(vec![(); rows.len()])
+}
+
+/// New access tokens in one multi-row `INSERT` (a new token is not revoked).
+#[cfg(feature = "mysql")]
+fn insert_access_many<'a>(
+    conn: &mut DbConn,
+    rows: impl ExactSizeIterator<Item = &'a AccessTokenRow>,
+) -> DbResult<()> {
+    let sql = fixed::values_sql(
+        "INSERT INTO access_tokens (jti, client_id, user_id, scope, family, issued_at, \
+         expires_at, revoked, audience, token_hash)",
+        "(?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        rows.len(),
+    );
+    let binds: Vec<Bind<'_>> = rows.flat_map(access_binds).collect();
+    fixed::execute(conn, &sql, &binds).map(drop)
+}
+
+/// New refresh tokens in one multi-row `INSERT` (neither spent nor revoked).
+#[cfg(feature = "mysql")]
+fn insert_refresh_many<'a>(
+    conn: &mut DbConn,
+    rows: impl ExactSizeIterator<Item = &'a RefreshTokenRow>,
+) -> DbResult<()> {
+    let sql = fixed::values_sql(
+        "INSERT INTO refresh_tokens (token_hash, family, parent_hash, client_id, user_id, \
+         scope, issued_at, expires_at, used_at, revoked, resource)",
+        "(?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?)",
+        rows.len(),
+    );
+    let binds: Vec<Bind<'_>> = rows.flat_map(|r| refresh_binds(Some(r))).collect();
+    fixed::execute(conn, &sql, &binds).map(drop)
+}
+
+/// A refresh rotation queued for `rotate_refresh_rows`.
+#[cfg(feature = "mysql")]
+pub(super) struct Rotation {
+    old_key: String,
+    now: i64,
+    access: AccessTokenRow,
+    refresh: RefreshTokenRow,
+}
+
+/// Many rotations in one transaction (MySQL's batched writes, `db::batch`):
+/// lock the presented tokens that are still unspent, spend them, insert
+/// every winner's access and refresh token with one multi-row `INSERT` each,
+/// commit: six round trips and one commit for the whole batch. A token
+/// presented twice in a batch is won by the first. One rotation alone is the
+/// stored procedure's single round trip. Answers whether each was stored.
+#[cfg(feature = "mysql")]
+pub(super) fn rotate_refresh_rows(conn: &mut DbConn, batch: &[Rotation]) -> DbResult<Vec<bool>> {
+    use diesel::sql_types::Text;
+    if let [one] = batch {
+        let stored = call_rotate_refresh(conn, &one.old_key, one.now, &one.access, &one.refresh)?;
+        return Ok(vec![stored]);
+    }
+    conn.write_tx(|conn| {
+        let mut keys: Vec<&str> = batch.iter().map(|r| r.old_key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let sql = fixed::in_list_sql(
+            "SELECT token_hash FROM refresh_tokens \
+             WHERE used_at IS NULL AND revoked = 0 AND token_hash IN",
+            keys.len(),
+        );
+        let binds: Vec<Bind<'_>> = keys.iter().map(|k| Bind::Text(k)).collect();
+        let unspent: Vec<String> =
+            fixed::load_mysql::<Text, String>(conn, &format!("{sql} FOR UPDATE"), &binds)?;
+        let mut claimed = std::collections::HashSet::new();
+        let won: Vec<bool> = batch
+            .iter()
+            .map(|r| unspent.contains(&r.old_key) && claimed.insert(r.old_key.as_str()))
+            .collect();
+        let winners: Vec<&Rotation> = batch
+            .iter()
+            .zip(&won)
+            .filter(|(_, w)| **w)
+            .map(|(r, _)| r)
+            .collect();
+        if winners.is_empty() {
+            return Ok(won);
+        }
+        let now = winners.iter().map(|r| r.now).max().unwrap_or_default();
+        let sql = fixed::in_list_sql(
+            "UPDATE refresh_tokens SET used_at = ? WHERE token_hash IN",
+            winners.len(),
+        );
+        let mut binds = vec![Bind::BigInt(now)];
+        binds.extend(winners.iter().map(|r| Bind::Text(&r.old_key)));
+        let spent = fixed::execute(conn, &sql, &binds)?;
+        if spent != winners.len() {
+            // Locked above, so this cannot happen; if it does, store nothing.
+            return Err(DbError::Other(
+                "a locked refresh token was not spent".into(),
+            ));
+        }
+        insert_access_many(conn, winners.iter().map(|r| &r.access))?;
+        insert_refresh_many(conn, winners.iter().map(|r| &r.refresh))?;
+        Ok(won)
+    })
 }
 
 /// `find_access_with_username` for many `jti`s in one statement (MySQL's
@@ -252,26 +348,63 @@ pub fn rotate_refresh(
         #[cfg(feature = "mysql")]
         DbConn::Mysql(_) => {
             let old_key = refresh_key(Backend::Mysql, old);
-            let head = [Bind::Text(&old_key), Bind::BigInt(now)];
-            let binds = [
-                &head[..],
-                &access_binds(access),
-                &refresh_binds(Some(refresh)),
-            ]
-            .concat();
-            let called = fixed::execute(
-                conn,
-                "CALL phonekey_rotate_refresh_token(\
-                 ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                &binds,
-            );
-            match called {
-                Ok(_) => Ok(true),
-                Err(super::DbError::Other(message)) if message == SPENT_MESSAGE => Ok(false),
-                Err(e) => Err(e),
-            }
+            call_rotate_refresh(conn, &old_key, now, access, refresh)
         }
     }
+}
+
+/// The rotation as one call of `phonekey_rotate_refresh_token`, for the
+/// token stored under `old_key`.
+#[cfg(feature = "mysql")]
+fn call_rotate_refresh(
+    conn: &mut DbConn,
+    old_key: &str,
+    now: i64,
+    access: &AccessTokenRow,
+    refresh: &RefreshTokenRow,
+) -> DbResult<bool> {
+    let head = [Bind::Text(old_key), Bind::BigInt(now)];
+    let binds = [
+        &head[..],
+        &access_binds(access),
+        &refresh_binds(Some(refresh)),
+    ]
+    .concat();
+    let called = fixed::execute(
+        conn,
+        "CALL phonekey_rotate_refresh_token(\
+         ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        &binds,
+    );
+    match called {
+        Ok(_) => Ok(true),
+        Err(DbError::Other(message)) if message == SPENT_MESSAGE => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Spends refresh token `old` and stores its successors, as
+/// `rotate_refresh`, run where writes run: on SQLite in the writer's
+/// transaction, on MySQL in one transaction with the rotations of concurrent
+/// requests (`rotate_refresh_rows`). False if `old` was already spent.
+pub fn store_rotation(
+    conn: &mut Conn,
+    old: &str,
+    now: i64,
+    access: AccessTokenRow,
+    refresh: RefreshTokenRow,
+) -> DbResult<bool> {
+    #[cfg(feature = "mysql")]
+    if let Some(batched) = &conn.batched {
+        return batched.rotations.run(Rotation {
+            old_key: refresh_key(Backend::Mysql, old),
+            now,
+            access,
+            refresh,
+        });
+    }
+    let old = old.to_string();
+    conn.write_atomic(move |c| rotate_refresh(c, &old, now, &access, &refresh))
 }
 
 /// An access token's columns, in the order the MySQL procedures take them

@@ -186,19 +186,16 @@ impl OAuthStore<'_> {
             // A rotation (a refresh grant always makes a new refresh token):
             // on MySQL one round trip, a stored procedure.
             (Some(old), None) => {
-                let old = old.to_string();
-                self.conn().write_atomic(move |conn| {
-                    let (access, refresh) = (&tokens.access_row, tokens.refresh_row.as_ref());
-                    let refresh = refresh.ok_or_else(|| {
-                        AppError::Internal("a refresh without a new refresh token".into())
-                    })?;
-                    if !db::tokens::rotate_refresh(conn, &old, now, access, refresh)? {
-                        return Err(AppError::OAuth(OAuthError::invalid_grant(
-                            "the refresh token was already used",
-                        )));
-                    }
-                    Ok(tokens)
-                })?
+                let refresh = tokens.refresh_row.clone().ok_or_else(|| {
+                    AppError::Internal("a refresh without a new refresh token".into())
+                })?;
+                let access = tokens.access_row.clone();
+                if !db::tokens::store_rotation(&mut self.conn(), old, now, access, refresh)? {
+                    return Err(AppError::OAuth(OAuthError::invalid_grant(
+                        "the refresh token was already used",
+                    )));
+                }
+                tokens
             }
             (Some(_), Some(_)) => {
                 return Err(AppError::Internal(

@@ -126,7 +126,7 @@ async fn introspect(s: Storage, jti: Arc<str>) -> Op {
 
 /// As a refresh (`Issuer::recover_refresh`, then `issue_tokens`): the lookup,
 /// then the rotation that spends the token and stores the new pair (one
-/// transaction; on MySQL one call of a stored procedure).
+/// transaction; on MySQL shared with concurrent rotations).
 async fn refresh(s: Storage, chain: Arc<Mutex<String>>) -> Op {
     let old = chain.lock().map_err(|_| "poisoned")?.clone();
     let next = secrets::ordered_secret();
@@ -138,12 +138,10 @@ async fn refresh(s: Storage, chain: Arc<Mutex<String>>) -> Op {
         let user = row.user_id.as_deref().unwrap_or_default();
         let access = s2.access_row(Some(user), Some(&row.family), now);
         let fresh = s2.refresh_row(&next, Some(&old), user, &row.family, now);
-        conn.write_atomic(move |c| {
-            if !db::tokens::rotate_refresh(c, &old, now, &access, &fresh)? {
-                return Err(lost("refresh spend"));
-            }
-            Ok(())
-        })
+        if !db::tokens::store_rotation(conn, &old, now, access, fresh)? {
+            return Err(lost("refresh spend"));
+        }
+        Ok(())
     })
     .await?;
     *chain.lock().map_err(|_| "poisoned")? = kept;
