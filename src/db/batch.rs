@@ -5,8 +5,8 @@
 //! wake-ups and the commit are most of it: `mysqlslap` 16-row inserts stored
 //! 4.7-6x the rows per second of single-row ones, docs/performance.md), so a
 //! request hands its row to a thread that owns a connection of its own,
-//! takes every row queued meanwhile, and runs them as one autocommitted
-//! statement. InnoDB runs a statement all or nothing, so every request is
+//! takes every row queued meanwhile, and runs them as one statement (or, for
+//! refresh rotations, one transaction). InnoDB runs a statement all or nothing, so every request is
 //! answered after the commit that holds its row; a batch that fails for a
 //! reason other than a lost connection is run again row by row, so that one
 //! bad row fails only its own request.
@@ -23,9 +23,6 @@ use super::{users, DbConn, DbError, DbResult, TRUST_FOR};
 /// Rows per statement at most: bounds the statement's size (and the number
 /// of statements a connection prepares, one per batch size).
 const MAX_BATCH: usize = 64;
-/// Threads, each with its own connection: while one waits for its
-/// statement, the next batch fills and another thread sends it.
-const THREADS: usize = 2;
 
 type Opener = dyn Fn() -> DbResult<DbConn> + Send + Sync;
 /// Runs one statement for `rows`; answers one `A` per row, in their order.
@@ -36,17 +33,21 @@ struct Pending<R, A> {
     reply: SyncSender<DbResult<A>>,
 }
 
-/// Runs rows of one kind through `THREADS` batching threads, started at the
-/// first row (a CLI command that opens a pool sends none).
+/// Runs rows of one kind through one thread with its own connection, started
+/// at the first row (a CLI command that opens a pool sends none). One thread,
+/// not two: while it waits for the database the next batch fills, and two
+/// threads made smaller batches (MariaDB client_credentials -4-14%,
+/// introspection -15-20%, refresh within noise).
 pub struct Batcher<R, A> {
     name: &'static str,
     open: Arc<Opener>,
     statement: Statement<R, A>,
     /// The threads end when this is dropped.
     rows: Option<Sender<Pending<R, A>>>,
-    queue: Arc<Mutex<Receiver<Pending<R, A>>>>,
-    /// How many threads started, once they have been.
-    started: OnceLock<usize>,
+    /// Taken by the thread when it starts.
+    queue: Mutex<Option<Receiver<Pending<R, A>>>>,
+    /// Whether the thread started, once it has been tried.
+    started: OnceLock<bool>,
 }
 
 impl<R, A> std::fmt::Debug for Batcher<R, A> {
@@ -67,39 +68,36 @@ impl<R: Send + 'static, A: Clone + Send + 'static> Batcher<R, A> {
             open,
             statement,
             rows: Some(rows),
-            queue: Arc::new(Mutex::new(queue)),
+            queue: Mutex::new(Some(queue)),
             started: OnceLock::new(),
         }
     }
 
-    fn start(&self) -> usize {
-        let mut started = 0;
-        for i in 0..THREADS {
-            let thread = BatchThread {
-                open: self.open.clone(),
-                conn: None,
-                last_ok: Instant::now(),
-                statement: self.statement,
-            };
-            let queue = self.queue.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("{}-{i}", self.name))
-                .spawn(move || thread.serve(&queue));
-            match spawned {
-                Ok(_) => started += 1,
-                // The other threads (if any) serve the queue; with none, every
-                // row is answered that the database is unavailable.
-                Err(e) => tracing::error!(error = %e, "could not start a batching thread"),
-            }
+    fn start(&self) -> bool {
+        let Some(queue) = self.queue.lock().ok().and_then(|mut q| q.take()) else {
+            return false;
+        };
+        let thread = BatchThread {
+            open: self.open.clone(),
+            conn: None,
+            last_ok: Instant::now(),
+            statement: self.statement,
+        };
+        let spawned = std::thread::Builder::new()
+            .name(self.name.into())
+            .spawn(move || thread.serve(&queue));
+        if let Err(e) = &spawned {
+            // Every row is then answered that the database is unavailable.
+            tracing::error!(error = %e, batcher = self.name, "could not start a batching thread");
         }
-        started
+        spawned.is_ok()
     }
 
     /// Runs `row` with whatever else is queued; returns its answer once the
     /// statement that holds it has committed.
     pub fn run(&self, row: R) -> DbResult<A> {
-        let stopped = || DbError::Unavailable("the batching threads have stopped".into());
-        if *self.started.get_or_init(|| self.start()) == 0 {
+        let stopped = || DbError::Unavailable("the batching thread has stopped".into());
+        if !*self.started.get_or_init(|| self.start()) {
             return Err(stopped());
         }
         let (reply, answer) = mpsc::sync_channel(1);
@@ -130,7 +128,7 @@ struct BatchThread<R, A> {
 }
 
 impl<R, A: Clone> BatchThread<R, A> {
-    fn serve(mut self, queue: &Mutex<Receiver<Pending<R, A>>>) {
+    fn serve(mut self, queue: &Receiver<Pending<R, A>>) {
         while let Some(batch) = next_batch(queue) {
             self.run_batch(batch);
         }
@@ -202,10 +200,7 @@ fn no_answer() -> DbError {
 
 /// Waits for a row, then takes whatever else is queued (up to `MAX_BATCH`);
 /// `None` once the batcher is gone.
-fn next_batch<R, A>(queue: &Mutex<Receiver<Pending<R, A>>>) -> Option<Vec<Pending<R, A>>> {
-    // The lock is held while waiting: the thread that holds it takes the
-    // next batch while the other runs one.
-    let queue = queue.lock().ok()?;
+fn next_batch<R, A>(queue: &Receiver<Pending<R, A>>) -> Option<Vec<Pending<R, A>>> {
     let first = queue.recv().ok()?;
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
@@ -217,8 +212,8 @@ fn next_batch<R, A>(queue: &Mutex<Receiver<Pending<R, A>>>) -> Option<Vec<Pendin
     Some(batch)
 }
 
-/// The statements run for many requests at once, each with its own threads
-/// and connections (`THREADS` of each per server process, beside the pool).
+/// The statements run for many requests at once, each by its own thread with
+/// its own connection (five per server process, beside the pool).
 pub(super) struct Batched {
     pub(super) access_inserts: Batcher<AccessTokenRow, ()>,
     pub(super) access_lookups: Batcher<String, Option<WithUsername<AccessTokenRow>>>,
