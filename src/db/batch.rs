@@ -11,6 +11,7 @@
 //! reason other than a lost connection is run again row by row, so that one
 //! bad row fails only its own request.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -96,7 +97,7 @@ impl<R: Send + 'static, A: Clone + Send + 'static> Batcher<R, A> {
     /// Runs `row` with whatever else is queued; returns its answer once the
     /// statement that holds it has committed.
     pub fn run(&self, row: R) -> DbResult<A> {
-        let stopped = || DbError::Unavailable("the batching thread has stopped".into());
+        let stopped = || DbError::Unavailable("the batching thread did not answer".into());
         if !*self.started.get_or_init(|| self.start()) {
             return Err(stopped());
         }
@@ -127,10 +128,17 @@ struct BatchThread<R, A> {
     statement: Statement<R, A>,
 }
 
-impl<R, A: Clone> BatchThread<R, A> {
+impl<R, A> BatchThread<R, A> {
     fn serve(mut self, queue: &Receiver<Pending<R, A>>) {
         while let Some(batch) = next_batch(queue) {
-            self.run_batch(batch);
+            // A panic must not end the thread: every later row would then
+            // be answered `503` for good. The batch's callers, whose replies
+            // are dropped, are answered that the database is unavailable, and
+            // the connection, in an unknown state, is opened again.
+            if catch_unwind(AssertUnwindSafe(|| self.run_batch(batch))).is_err() {
+                tracing::error!("a batched statement panicked");
+                self.conn = None;
+            }
         }
     }
 
