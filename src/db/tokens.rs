@@ -329,7 +329,8 @@ const SPENT_MESSAGE: &str = "phonekey: refresh token already spent";
 /// stored procedure with its own transaction (one round trip instead of
 /// six), so it must not run inside another; on SQLite the caller's
 /// transaction holds the three statements (`Conn::write_atomic` does both).
-pub fn rotate_refresh(
+/// Callers use `store_rotation`, which on MySQL batches rotations.
+fn rotate_refresh(
     conn: &mut DbConn,
     old: &str,
     now: i64,

@@ -74,7 +74,7 @@ impl Prepared {
 /// Stores prepared tokens inside the caller's write transaction, after
 /// spending the authorization code (by hash), if any: an exchange happens
 /// once or not at all, and tokens exist as soon as the code counts as used.
-/// (A refresh spends its token in `db::tokens::rotate_refresh`.)
+/// (A refresh spends its token in `db::tokens::store_rotation`.)
 pub(super) fn store_tokens(
     conn: &mut DbConn,
     tokens: &Prepared,
