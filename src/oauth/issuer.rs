@@ -181,21 +181,26 @@ impl OAuthStore<'_> {
         let spend_code = self.spend_code.borrow_mut().take();
         let now = self.now;
         // The writes own what they store (on SQLite they run on the writer
-        // thread) and hand it back.
-        let tokens = match (spend, spend_code) {
-            // A rotation (a refresh grant always makes a new refresh token):
-            // on MySQL one round trip, a stored procedure.
+        // thread, on MySQL a rotation or a client's token may be batched with
+        // other requests'), so the rows move into them.
+        let issued = match (spend, spend_code) {
+            // A rotation (a refresh grant always makes a new refresh token).
             (Some(old), None) => {
-                let refresh = tokens.refresh_row.clone().ok_or_else(|| {
+                let Prepared {
+                    issued,
+                    access_row,
+                    refresh_row,
+                    ..
+                } = tokens;
+                let refresh = refresh_row.ok_or_else(|| {
                     AppError::Internal("a refresh without a new refresh token".into())
                 })?;
-                let access = tokens.access_row.clone();
-                if !db::tokens::store_rotation(&mut self.conn(), old, now, access, refresh)? {
+                if !db::tokens::store_rotation(&mut self.conn(), old, now, access_row, refresh)? {
                     return Err(AppError::OAuth(OAuthError::invalid_grant(
                         "the refresh token was already used",
                     )));
                 }
-                tokens
+                issued
             }
             (Some(_), Some(_)) => {
                 return Err(AppError::Internal(
@@ -204,21 +209,28 @@ impl OAuthStore<'_> {
             }
             // client_credentials: one INSERT, no transaction needed.
             (None, None) if tokens.refresh_row.is_none() => {
-                db::tokens::store_access(&mut self.conn(), tokens.access_row.clone())?;
-                tokens
+                db::tokens::store_access(&mut self.conn(), tokens.access_row)?;
+                tokens.issued
             }
-            (None, spend_code) => self.conn().write_tx(move |conn| {
-                store_tokens(conn, &tokens, spend_code.as_deref(), now)?;
-                Ok::<_, AppError>(tokens)
-            })?,
+            (None, spend_code) => {
+                let tokens = self.conn().write_tx(move |conn| {
+                    store_tokens(conn, &tokens, spend_code.as_deref(), now)?;
+                    Ok::<_, AppError>(tokens)
+                })?;
+                tokens.issued
+            }
         };
-        Ok(self.record_issued(tokens))
+        Ok(self.record(issued))
     }
 
     /// Keeps what was issued for `take_issued`, and returns it.
     pub(super) fn record_issued(&self, tokens: Prepared) -> Issued {
-        *self.issued.borrow_mut() = Some(tokens.issued.clone());
-        tokens.issued
+        self.record(tokens.issued)
+    }
+
+    fn record(&self, issued: Issued) -> Issued {
+        *self.issued.borrow_mut() = Some(issued.clone());
+        issued
     }
     pub(super) fn revoke_family(&self, family: &str) {
         let family = family.to_string();
