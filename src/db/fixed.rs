@@ -154,8 +154,8 @@ where
     U: Clone,
     for<'q> FixedLoad<'q, ST>: diesel::query_dsl::LoadQuery<'q, diesel::MysqlConnection, U>,
 {
-    let sql = in_list_sql(select, keys.len());
-    let binds: Vec<Bind<'_>> = keys.iter().map(|k| Bind::Text(k)).collect();
+    let binds = distinct_texts(keys.iter().map(String::as_str));
+    let sql = in_list_sql(select, binds.len());
     let found: Vec<U> = load_mysql::<ST, U>(conn, &sql, &binds)?;
     Ok(keys
         .iter()
@@ -174,4 +174,15 @@ pub fn values_sql(head: &str, row: &str, rows: usize) -> String {
 #[cfg(feature = "mysql")]
 pub fn in_list_sql(list: &str, keys: usize) -> String {
     format!("{list} ({})", vec!["?"; keys].join(", "))
+}
+
+/// The distinct `keys` of an `IN (…)` list, in key order, as binds: many
+/// requests of a batch may name one key (all of them introspecting one
+/// token), and key order is the order InnoDB locks rows in.
+#[cfg(feature = "mysql")]
+pub fn distinct_texts<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<Bind<'a>> {
+    let mut keys: Vec<&str> = keys.collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter().map(Bind::Text).collect()
 }

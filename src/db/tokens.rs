@@ -130,15 +130,12 @@ pub(super) fn rotate_refresh_rows(conn: &mut DbConn, batch: &[Rotation]) -> DbRe
         return Ok(vec![stored]);
     }
     conn.write_tx(|conn| {
-        let mut keys: Vec<&str> = batch.iter().map(|r| r.old_key.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
+        let binds = fixed::distinct_texts(batch.iter().map(|r| r.old_key.as_str()));
         let sql = fixed::in_list_sql(
             "SELECT token_hash FROM refresh_tokens \
              WHERE used_at IS NULL AND revoked = 0 AND token_hash IN",
-            keys.len(),
+            binds.len(),
         );
-        let binds: Vec<Bind<'_>> = keys.iter().map(|k| Bind::Text(k)).collect();
         let unspent: Vec<String> =
             fixed::load_mysql::<Text, String>(conn, &format!("{sql} FOR UPDATE"), &binds)?;
         let mut claimed = std::collections::HashSet::new();

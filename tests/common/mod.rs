@@ -127,16 +127,23 @@ impl TestDb {
                     .expect("take the write lock");
                 WritesHeld::Sqlite(conn)
             }
-            #[cfg(feature = "mysql")]
-            TestDb::Mysql { .. } => {
-                let mut conn = diesel::MysqlConnection::establish(&self.url()).expect("connect");
-                conn.batch_execute(&format!("LOCK TABLES {table} READ"))
-                    .expect("lock the table");
-                WritesHeld::Mysql(conn)
-            }
-            #[cfg(not(feature = "mysql"))]
-            TestDb::Mysql { .. } => panic!("built without MySQL support"),
+            TestDb::Mysql { .. } => self.lock_mysql_table(table, "READ"),
         }
+    }
+
+    /// MySQL: `LOCK TABLES table mode` on a connection of the test's own.
+    fn lock_mysql_table(&self, table: &str, mode: &str) -> WritesHeld {
+        #[cfg(feature = "mysql")]
+        {
+            use diesel::connection::SimpleConnection;
+            use diesel::Connection;
+            let mut conn = diesel::MysqlConnection::establish(&self.url()).expect("connect");
+            conn.batch_execute(&format!("LOCK TABLES {table} {mode}"))
+                .expect("lock the table");
+            WritesHeld::Mysql(conn)
+        }
+        #[cfg(not(feature = "mysql"))]
+        panic!("built without MySQL support: cannot lock {table} {mode}")
     }
 }
 
@@ -146,21 +153,8 @@ impl TestDb {
     /// SQLite, whose readers no lock of a writer stops (WAL).
     pub fn hold_reads(&self, table: &str) -> Option<WritesHeld> {
         match self {
-            TestDb::Sqlite(_) => {
-                let _ = table;
-                None
-            }
-            #[cfg(feature = "mysql")]
-            TestDb::Mysql { .. } => {
-                use diesel::connection::SimpleConnection;
-                use diesel::Connection;
-                let mut conn = diesel::MysqlConnection::establish(&self.url()).expect("connect");
-                conn.batch_execute(&format!("LOCK TABLES {table} WRITE"))
-                    .expect("lock the table");
-                Some(WritesHeld::Mysql(conn))
-            }
-            #[cfg(not(feature = "mysql"))]
-            TestDb::Mysql { .. } => panic!("built without MySQL support"),
+            TestDb::Sqlite(_) => None,
+            TestDb::Mysql { .. } => Some(self.lock_mysql_table(table, "WRITE")),
         }
     }
 }
