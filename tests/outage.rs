@@ -1,7 +1,8 @@
 //! The database goes away mid-run: phonekey talks to MariaDB through a TCP
 //! proxy that the test cuts and restores. Requests must get 503 within the
 //! pool timeout, never hang or panic, and service must come back by itself
-//! with no lost or duplicated rows.
+//! with no lost or duplicated rows. And a lock held elsewhere fails requests
+//! with 503 after the configured wait instead of holding them.
 #![cfg(feature = "mysql")]
 
 mod common;
@@ -200,4 +201,34 @@ async fn database_outage_gives_503_and_recovers() {
     let (_, user) = server.signed_up_user(&other).await;
     assert_eq!(user["account"]["phone"], other.as_str());
     assert_eq!(count_rows(&direct_url, "users"), users_before + 1);
+}
+
+/// A lock that another connection holds and does not let go (an operator's
+/// `LOCK TABLES`, a stuck transaction; on SQLite another process's writer)
+/// fails the requests that need it with 503 after `PHONEKEY_DB_TIMEOUT`,
+/// instead of holding them for as long as the lock is held (MySQL's default
+/// for a table lock is a year), and service resumes once it is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_held_elsewhere_gives_503_then_recovers() {
+    let server = TestServer::start_with(&[("PHONEKEY_DB_TIMEOUT", "2")]);
+    let (id, secret) = server.client(&[GrantType::ClientCredentials], true);
+    let secret = secret.unwrap();
+    let client_token = || server.token_basic(&id, &secret, &[("grant_type", "client_credentials")]);
+    assert_eq!(client_token().await.0, 200);
+
+    let held = server.db.hold_writes("access_tokens");
+    let started = Instant::now();
+    let (status, body, _) = tokio::time::timeout(Duration::from_secs(8), client_token())
+        .await
+        .expect("a request waiting for a lock held elsewhere must not hang");
+    let waited = started.elapsed();
+    expect_error(status, &body, 503, "temporarily_unavailable");
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "it waited {waited:?} for the lock, not the 2 s asked"
+    );
+    held.release();
+
+    let (status, body, _) = client_token().await;
+    assert_eq!(status, 200, "{body}");
 }

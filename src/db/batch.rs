@@ -256,3 +256,35 @@ impl std::fmt::Debug for Batched {
         f.debug_struct("Batched").finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::{Connection, SqliteConnection};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Doubles each row on a live connection; a negative row panics.
+    fn double_or_panic(conn: &mut DbConn, rows: &[i32]) -> DbResult<Vec<i32>> {
+        conn.batch_execute("SELECT 1")?;
+        assert!(rows.iter().all(|&r| r >= 0), "a negative row");
+        Ok(rows.iter().map(|r| r * 2).collect())
+    }
+
+    #[test]
+    fn a_panicking_batch_answers_503_and_the_thread_keeps_serving() {
+        let opened = Arc::new(AtomicUsize::new(0));
+        let counter = opened.clone();
+        let open: Arc<Opener> = Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            SqliteConnection::establish(":memory:")
+                .map(DbConn::Sqlite)
+                .map_err(|e| DbError::Unavailable(e.to_string()))
+        });
+        let batcher = Batcher::new("test", open, double_or_panic);
+        assert!(matches!(batcher.run(1), Ok(2)));
+        assert!(matches!(batcher.run(-1), Err(DbError::Unavailable(_))));
+        assert!(matches!(batcher.run(3), Ok(6)));
+        // The connection the panic left in an unknown state was replaced.
+        assert_eq!(opened.load(Ordering::SeqCst), 2);
+    }
+}

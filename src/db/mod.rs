@@ -309,6 +309,8 @@ impl DbUrl {
 #[derive(Debug)]
 pub struct Manager {
     url: DbUrl,
+    /// The longest a statement waits for a lock another connection holds.
+    lock_wait: Duration,
     writer: Option<Arc<GroupWriter>>,
     #[cfg(feature = "mysql")]
     batched: Option<Arc<batch::Batched>>,
@@ -351,11 +353,11 @@ impl ManageConnection for Manager {
 }
 
 impl Manager {
-    fn new(url: &DbUrl) -> Manager {
+    fn new(url: &DbUrl, lock_wait: Duration) -> Manager {
         let writer = (url.backend == Backend::Sqlite).then(|| {
             let path = url.target.clone();
             Arc::new(GroupWriter::new(move || {
-                open_sqlite(&path)
+                open_sqlite(&path, lock_wait)
                     .map(DbConn::Sqlite)
                     .map_err(|e| DbError::Unavailable(e.to_string()))
             }))
@@ -364,13 +366,14 @@ impl Manager {
         let batched = (url.backend == Backend::Mysql).then(|| {
             let target = url.target.clone();
             Arc::new(batch::Batched::new(move || {
-                open_mysql(&target)
+                open_mysql(&target, lock_wait)
                     .map(DbConn::Mysql)
                     .map_err(|e| DbError::Unavailable(e.to_string()))
             }))
         });
         Manager {
             url: url.clone(),
+            lock_wait,
             writer,
             #[cfg(feature = "mysql")]
             batched,
@@ -379,9 +382,9 @@ impl Manager {
 
     fn open(&self) -> Result<DbConn, r2d2::Error> {
         match self.url.backend {
-            Backend::Sqlite => open_sqlite(&self.url.target).map(DbConn::Sqlite),
+            Backend::Sqlite => open_sqlite(&self.url.target, self.lock_wait).map(DbConn::Sqlite),
             #[cfg(feature = "mysql")]
-            Backend::Mysql => open_mysql(&self.url.target).map(DbConn::Mysql),
+            Backend::Mysql => open_mysql(&self.url.target, self.lock_wait).map(DbConn::Mysql),
             #[cfg(not(feature = "mysql"))]
             Backend::Mysql => Err(r2d2::Error::ConnectionError(
                 diesel::ConnectionError::BadConnection("built without MySQL support".into()),
@@ -391,15 +394,25 @@ impl Manager {
 }
 
 #[cfg(feature = "mysql")]
-fn open_mysql(url: &str) -> Result<MysqlConnection, r2d2::Error> {
+fn open_mysql(url: &str, lock_wait: Duration) -> Result<MysqlConnection, r2d2::Error> {
     let mut conn = MysqlConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
     // Single-use updates rely on seeing the latest committed row.
     conn.batch_execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         .map_err(r2d2::Error::QueryError)?;
+    // A lock held elsewhere (an operator's `LOCK TABLES` or `ALTER TABLE`, a
+    // stuck transaction) fails the statement with "Lock wait timeout", i.e.
+    // 503, instead of holding the request (and with batching every request
+    // of its kind) for as long as the lock is held: the server's defaults
+    // are 50 s for a row and a year for a table.
+    let secs = lock_wait.as_secs().max(1);
+    conn.batch_execute(&format!(
+        "SET SESSION lock_wait_timeout = {secs}, innodb_lock_wait_timeout = {secs}"
+    ))
+    .map_err(r2d2::Error::QueryError)?;
     Ok(conn)
 }
 
-fn open_sqlite(path: &str) -> Result<SqliteConnection, r2d2::Error> {
+fn open_sqlite(path: &str, lock_wait: Duration) -> Result<SqliteConnection, r2d2::Error> {
     let mut conn = SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
     // WAL lets readers run beside the one writer; NORMAL is durable across
     // process crashes, which is what WAL needs. Inserts land on random index
@@ -407,10 +420,13 @@ fn open_sqlite(path: &str) -> Result<SqliteConnection, r2d2::Error> {
     // whole to the WAL and again by the checkpoint: 1 KiB pages write a
     // quarter of what 4 KiB pages do (measured: +5-10% tokens/s). It only
     // applies to a new database file.
-    conn.batch_execute(
-        "PRAGMA busy_timeout = 10000; PRAGMA page_size = 1024; PRAGMA journal_mode = WAL; \
+    // Another process's writer is waited for (busy timeout) as MySQL waits
+    // for a lock.
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {}; PRAGMA page_size = 1024; PRAGMA journal_mode = WAL; \
          PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-    )
+        lock_wait.as_millis()
+    ))
     .map_err(r2d2::Error::QueryError)?;
     Ok(conn)
 }
@@ -470,6 +486,8 @@ impl DbConn {
 
 pub struct PoolOptions {
     pub max_size: u32,
+    /// How long a request waits for a connection, and for a lock that another
+    /// connection or process holds.
     pub connect_timeout: Duration,
 }
 
@@ -485,13 +503,17 @@ pub fn build_pool(url: &DbUrl, options: &PoolOptions) -> Pool {
         .max_size(options.max_size.max(1))
         .min_idle(Some(0))
         .connection_timeout(options.connect_timeout)
-        .build_unchecked(Manager::new(url))
+        .build_unchecked(Manager::new(url, options.connect_timeout))
 }
+
+/// How long start-up and the CLI wait for a lock (a pool waits
+/// `PoolOptions::connect_timeout`).
+pub(crate) const LOCK_WAIT_OUTSIDE_POOL: Duration = Duration::from_secs(10);
 
 /// Opens one connection outside any pool (start-up, CLI), reporting a bad
 /// URL or an unreachable server.
 pub fn connect_once(url: &DbUrl) -> DbResult<Conn> {
-    Manager::new(url)
+    Manager::new(url, LOCK_WAIT_OUTSIDE_POOL)
         .connect()
         .map_err(|e| DbError::Unavailable(e.to_string()))
 }

@@ -440,7 +440,7 @@ mod tests {
     fn writer_for(target: &str) -> GroupWriter {
         let target = target.to_string();
         GroupWriter::new(move || {
-            super::super::open_sqlite(&target)
+            super::super::open_sqlite(&target, super::super::LOCK_WAIT_OUTSIDE_POOL)
                 .map(DbConn::Sqlite)
                 .map_err(|e| DbError::Unavailable(e.to_string()))
         })
@@ -461,7 +461,7 @@ mod tests {
             let target = target.clone();
             GroupWriter::start(
                 Arc::new(move || {
-                    super::super::open_sqlite(&target)
+                    super::super::open_sqlite(&target, super::super::LOCK_WAIT_OUTSIDE_POOL)
                         .map(DbConn::Sqlite)
                         .map_err(|e| DbError::Unavailable(e.to_string()))
                 }),
@@ -555,7 +555,10 @@ mod tests {
                 Ok(1)
             })
         });
-        let mut reader = DbConn::Sqlite(super::super::open_sqlite(&target).expect("open reader"));
+        let mut reader = DbConn::Sqlite(
+            super::super::open_sqlite(&target, super::super::LOCK_WAIT_OUTSIDE_POOL)
+                .expect("open reader"),
+        );
         assert_eq!(kept, 16 * 25);
         assert_eq!(count(&mut reader, "SELECT COUNT(*) AS n FROM t"), kept);
         assert_eq!(
@@ -584,7 +587,10 @@ mod tests {
         writer
             .run(|c| insert(c, 2))
             .expect("the writer still writes");
-        let mut reader = DbConn::Sqlite(super::super::open_sqlite(&target).expect("open reader"));
+        let mut reader = DbConn::Sqlite(
+            super::super::open_sqlite(&target, super::super::LOCK_WAIT_OUTSIDE_POOL)
+                .expect("open reader"),
+        );
         assert_eq!(count(&mut reader, "SELECT COUNT(*) AS n FROM t"), 1);
         assert_eq!(
             count(&mut reader, "SELECT COUNT(*) AS n FROM t WHERE n = 2"),
@@ -605,7 +611,10 @@ mod tests {
         let kept = hammer(&writer, |writer, n| {
             writer.run_one(move |c| insert(c, if n % 2 == 1 { -1 } else { n }))
         });
-        let mut reader = DbConn::Sqlite(super::super::open_sqlite(&target).expect("open reader"));
+        let mut reader = DbConn::Sqlite(
+            super::super::open_sqlite(&target, super::super::LOCK_WAIT_OUTSIDE_POOL)
+                .expect("open reader"),
+        );
         assert_eq!(kept, 16 * 25);
         assert_eq!(count(&mut reader, "SELECT COUNT(*) AS n FROM t"), kept + 1);
         drop(writer);
