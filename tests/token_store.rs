@@ -32,11 +32,15 @@ fn row(jti: &str, client_id: &str) -> AccessTokenRow {
 }
 
 fn migrated_pool(test_db: &common::TestDb) -> Pool {
+    pool_of(test_db, WRITERS as u32 + 2)
+}
+
+fn pool_of(test_db: &common::TestDb, max_size: u32) -> Pool {
     let url = DbUrl::parse(&test_db.url()).expect("url");
     let pool = db::build_pool(
         &url,
         &PoolOptions {
-            max_size: WRITERS as u32 + 2,
+            max_size,
             connect_timeout: Duration::from_secs(10),
         },
     );
@@ -190,4 +194,40 @@ fn concurrent_rotations_spend_each_token_once() {
         );
     }
     assert_eq!(winners.len(), live.len(), "each live token rotated once");
+}
+
+/// A write whose closure fails leaves nothing behind, and the connection it
+/// ran on goes on working: on MySQL its transaction is rolled back, not left
+/// open for the next `BEGIN` to commit.
+#[test]
+fn a_failed_transaction_stores_nothing_and_the_next_one_commits() {
+    let test_db = common::TestDb::new();
+    // One connection: the second write runs where the first failed.
+    let pool = pool_of(&test_db, 1);
+    let mut conn = pool.get().expect("connection");
+    let failed = row(&secrets::ordered_id(12), "failed");
+    let written = failed.clone();
+    let result: Result<(), DbError> = conn.write_tx(move |c| {
+        tokens::insert_access(c, &written)?;
+        Err(DbError::Other("the request gave up".into()))
+    });
+    assert!(matches!(result, Err(DbError::Other(_))), "{result:?}");
+    let kept = row(&secrets::ordered_id(12), "kept");
+    let written = kept.clone();
+    conn.write_tx(move |c| tokens::insert_access(c, &written))
+        .expect("the next write commits");
+    // A duplicate key fails its transaction the same way.
+    let again = kept.clone();
+    let result = conn.write_tx(move |c| tokens::insert_access(c, &again));
+    assert!(matches!(result, Err(DbError::Conflict(_))), "{result:?}");
+    drop(conn);
+
+    let url = DbUrl::parse(&test_db.url()).expect("url");
+    let mut other = db::connect_once(&url).expect("another connection");
+    assert!(tokens::find_access(&mut other, &failed.jti)
+        .expect("lookup")
+        .is_none());
+    assert!(tokens::find_access(&mut other, &kept.jti)
+        .expect("lookup")
+        .is_some());
 }
