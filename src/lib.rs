@@ -42,9 +42,10 @@ pub enum StartError {
 
 /// Connects, migrates, loads keys and builds the state that every request shares.
 pub fn prepare(config: Config, clock: SharedClock) -> Result<AppState, StartError> {
-    let mut conn =
+    let mut once =
         db::connect_once(&config.database).map_err(|e| StartError::Database(e.to_string()))?;
-    db::migrate(&mut conn).map_err(|e| StartError::Migrate(e.to_string()))?;
+    let conn = once.db().map_err(|e| StartError::Database(e.to_string()))?;
+    db::migrate(conn).map_err(|e| StartError::Migrate(e.to_string()))?;
     let sms = sms::from_config(&config).map_err(StartError::Sms)?;
     let pool = db::build_pool(
         &config.database,
@@ -54,12 +55,8 @@ pub fn prepare(config: Config, clock: SharedClock) -> Result<AppState, StartErro
         },
     );
     let core =
-        core::Core::load(config, &mut conn, clock).map_err(|e| StartError::Other(e.to_string()))?;
-    Ok(AppState {
-        pool,
-        core: Arc::new(core),
-        sms,
-    })
+        core::Core::load(config, conn, clock).map_err(|e| StartError::Other(e.to_string()))?;
+    Ok(AppState::new(pool, Arc::new(core), sms))
 }
 
 /// Expired rows are kept this long after expiry (for audit), then deleted.
@@ -85,7 +82,8 @@ pub fn spawn_maintenance(state: &AppState) {
                         continue;
                     }
                 };
-                if let Err(e) = core.reload_keys(&mut conn) {
+                let reloaded = conn.db().map_err(error::AppError::from).and_then(|c| core.reload_keys(c));
+                if let Err(e) = reloaded {
                     tracing::warn!(error = %e, "could not reload the signing keys; keeping the loaded ones");
                 }
                 since_purge += interval;
@@ -116,6 +114,8 @@ pub fn serve(state: AppState, listener: TcpListener) -> std::io::Result<actix_we
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     // Enough blocking threads to keep every pooled connection busy, few
     // enough that requests queue for a thread rather than for a connection.
+    // (On MySQL the requests that wait for batches have threads of their
+    // own, `http::lane`.)
     let blocking = (state.pool.max_size() as usize / workers).max(2) + 2;
     let server = actix_web::HttpServer::new(move || http::app(state.clone()))
         .workers(workers)

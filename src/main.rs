@@ -126,7 +126,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Migrate => {
             let mut conn =
                 db::connect_once(&config.database).map_err(|e| format!("DATABASE_URL: {e}"))?;
-            let ran = db::migrate(&mut conn).map_err(|e| e.to_string())?;
+            let ran = conn.db().and_then(db::migrate).map_err(|e| e.to_string())?;
             println!(
                 "applied {ran} migration(s) on {}",
                 config.database.backend.name()
@@ -141,7 +141,9 @@ fn run(cli: Cli) -> Result<(), String> {
 
 fn connect(config: &Config) -> Result<Conn, String> {
     let mut conn = db::connect_once(&config.database).map_err(|e| format!("DATABASE_URL: {e}"))?;
-    db::migrate(&mut conn).map_err(|e| format!("DATABASE_URL: {e}"))?;
+    conn.db()
+        .and_then(db::migrate)
+        .map_err(|e| format!("DATABASE_URL: {e}"))?;
     Ok(conn)
 }
 
@@ -247,7 +249,9 @@ fn client(config: &Config, command: ClientCommand) -> Result<(), String> {
             Ok(())
         }
         ClientCommand::List { json } => {
-            let list: Vec<Client> = db::clients::list(&mut conn)
+            let list: Vec<Client> = conn
+                .db()
+                .and_then(db::clients::list)
                 .map_err(|e| e.to_string())?
                 .into_iter()
                 .map(Client::from)
@@ -278,7 +282,8 @@ fn client(config: &Config, command: ClientCommand) -> Result<(), String> {
             Ok(())
         }
         ClientCommand::Delete { client_id } => {
-            if db::clients::delete(&mut conn, &client_id).map_err(|e| e.to_string())? {
+            let deleted = conn.db().and_then(|c| db::clients::delete(c, &client_id));
+            if deleted.map_err(|e| e.to_string())? {
                 println!("client {client_id} deleted");
                 Ok(())
             } else {
@@ -302,7 +307,11 @@ fn keys(config: &Config, command: KeysCommand) -> Result<(), String> {
             );
         }
         KeysCommand::List => {
-            for k in db::keys::all(&mut conn).map_err(|e| e.to_string())? {
+            for k in conn
+                .db()
+                .and_then(db::keys::all)
+                .map_err(|e| e.to_string())?
+            {
                 let at = |t: i64| {
                     chrono::DateTime::from_timestamp(t, 0)
                         .unwrap_or_default()

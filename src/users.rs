@@ -506,7 +506,7 @@ pub fn create_superuser(
         is_active: true,
         date_joined: now,
     };
-    db::users::insert(conn, &user, None).map_err(|e| match e {
+    db::users::insert(conn.db()?, &user, None).map_err(|e| match e {
         DbError::Conflict(m) => AppError::Conflict {
             field: conflict_field(&m),
         },

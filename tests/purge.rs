@@ -14,7 +14,7 @@ fn count(server: &TestServer, table: &str) -> i64 {
     }
     let mut conn = phonekey::db::connect_once(&server.config.database).unwrap();
     diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
-        .get_result::<Count>(&mut *conn)
+        .get_result::<Count>(conn.db().expect("a connection"))
         .unwrap()
         .n
 }

@@ -27,8 +27,9 @@ const NOW: i64 = 1_800_000_000;
 fn request_path_statements_find_rows_through_an_index() {
     let dir = common::tempdir::Dir::new();
     let url = DbUrl::parse(&format!("sqlite://{}", dir.0.join("plans.db").display())).expect("url");
-    let mut conn = db::connect_once(&url).expect("connect");
-    db::migrate(&mut conn).expect("migrate");
+    let mut once = db::connect_once(&url).expect("connect");
+    let conn = once.db().expect("a connection");
+    db::migrate(conn).expect("migrate");
 
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let recorder = seen.clone();
@@ -38,7 +39,7 @@ fn request_path_statements_find_rows_through_an_index() {
         }
     });
 
-    run_request_path_statements(&mut conn);
+    run_request_path_statements(conn);
 
     let statements: BTreeSet<String> = seen
         .lock()
@@ -60,7 +61,7 @@ fn request_path_statements_find_rows_through_an_index() {
     let mut scans = Vec::new();
     for sql in &statements {
         let plan: Vec<PlanStep> = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
-            .load(&mut *conn)
+            .load(conn)
             .unwrap_or_else(|e| panic!("EXPLAIN of {sql}: {e}"));
         for step in plan {
             // "SCAN t" reads the whole table; "SEARCH t USING … INDEX" does not.

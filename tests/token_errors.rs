@@ -363,7 +363,8 @@ async fn a_deleted_client_is_refused_after_the_cache_window() {
     assert_eq!(status, 200, "{body}");
 
     let mut conn = phonekey::db::connect_once(&server.config.database).expect("connect");
-    assert!(phonekey::db::clients::delete(&mut conn, &id).expect("delete"));
+    let conn = conn.db().expect("a connection");
+    assert!(phonekey::db::clients::delete(conn, &id).expect("delete"));
     std::thread::sleep(
         phonekey::oauth::clients::CLIENT_CACHE_FOR + std::time::Duration::from_millis(100),
     );

@@ -31,6 +31,11 @@ fn row(jti: &str, client_id: &str) -> AccessTokenRow {
     }
 }
 
+/// The connection behind a handle, taken from the pool if need be.
+fn db_of(conn: &mut db::Conn) -> &mut db::DbConn {
+    conn.db().expect("a connection")
+}
+
 fn migrated_pool(test_db: &common::TestDb) -> Pool {
     pool_of(test_db, WRITERS as u32 + 2)
 }
@@ -44,7 +49,7 @@ fn pool_of(test_db: &common::TestDb, max_size: u32) -> Pool {
             connect_timeout: Duration::from_secs(10),
         },
     );
-    db::migrate(&mut pool.get().expect("connection")).expect("migrate");
+    db::migrate(db_of(&mut pool.get().expect("connection"))).expect("migrate");
     pool
 }
 
@@ -84,7 +89,7 @@ fn concurrent_new_access_tokens_are_each_stored_or_refused_alone() {
     let mut conn = pool.get().expect("connection");
     let (mut stored, mut refused) = (0, 0);
     for (jti, result) in &results {
-        let found = tokens::find_access(&mut conn, jti).expect("lookup");
+        let found = tokens::find_access(db_of(&mut conn), jti).expect("lookup");
         if *jti == taken.jti {
             assert!(
                 matches!(result, Err(DbError::Conflict(_))),
@@ -133,11 +138,11 @@ fn concurrent_rotations_spend_each_token_once() {
     let spent: Vec<String> = (0..4).map(|_| secrets::ordered_secret()).collect();
     for token in live.iter().chain(&spent) {
         let row = refresh_row(&pool, token, None);
-        tokens::insert_refresh(&mut pool.get().expect("connection"), &row).expect("insert");
+        tokens::insert_refresh(db_of(&mut pool.get().expect("connection")), &row).expect("insert");
     }
     for token in &spent {
         let mut conn = pool.get().expect("connection");
-        assert!(tokens::spend_refresh(&mut conn, token, 1_800_000_001).expect("spend"));
+        assert!(tokens::spend_refresh(db_of(&mut conn), token, 1_800_000_001).expect("spend"));
     }
     let presented: Vec<String> = live
         .iter()
@@ -173,8 +178,8 @@ fn concurrent_rotations_spend_each_token_once() {
     for rotation in rotations {
         let (old, next, jti, won) = rotation.join().expect("rotation thread");
         let won = won.expect("a rotation answers");
-        let stored_refresh = tokens::find_refresh(&mut conn, &next).expect("lookup");
-        let stored_access = tokens::find_access(&mut conn, &jti).expect("lookup");
+        let stored_refresh = tokens::find_refresh(db_of(&mut conn), &next).expect("lookup");
+        let stored_access = tokens::find_access(db_of(&mut conn), &jti).expect("lookup");
         // A rotation stores its pair exactly when it wins.
         assert_eq!(stored_refresh.is_some(), won, "new refresh token of a win");
         assert_eq!(stored_access.is_some(), won, "new access token of a win");
@@ -185,7 +190,7 @@ fn concurrent_rotations_spend_each_token_once() {
                 "two wins of one token"
             );
         }
-        let old_row = tokens::find_refresh(&mut conn, &old)
+        let old_row = tokens::find_refresh(db_of(&mut conn), &old)
             .expect("lookup")
             .expect("old row");
         assert!(
@@ -224,10 +229,10 @@ fn a_failed_transaction_stores_nothing_and_the_next_one_commits() {
 
     let url = DbUrl::parse(&test_db.url()).expect("url");
     let mut other = db::connect_once(&url).expect("another connection");
-    assert!(tokens::find_access(&mut other, &failed.jti)
+    assert!(tokens::find_access(db_of(&mut other), &failed.jti)
         .expect("lookup")
         .is_none());
-    assert!(tokens::find_access(&mut other, &kept.jti)
+    assert!(tokens::find_access(db_of(&mut other), &kept.jti)
         .expect("lookup")
         .is_some());
 }

@@ -45,7 +45,6 @@ mod writer;
 
 pub use writer::GroupWriter;
 
-use std::ops::{Deref, DerefMut};
 #[cfg(feature = "mysql")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -67,11 +66,22 @@ pub enum DbConn {
     Mysql(MysqlConnection),
 }
 
-/// A pooled connection, with what the pool needs to know about its health.
-pub struct Conn {
+/// A connection as the pool keeps it, with what the pool needs to know
+/// about its health.
+pub struct Slot {
     inner: DbConn,
     last_ok: Instant,
     broken: bool,
+}
+
+/// What a request or a command reaches the database through. A pooled one
+/// takes its connection from the pool at its first statement that needs
+/// one (`db`), so that on MySQL a request whose statements are all batched
+/// (client tokens, refresh, introspection) holds none while it waits for its
+/// batch, and more of them can wait than the pool has connections.
+pub struct Conn {
+    backend: Backend,
+    source: Source,
     /// SQLite allows one writer at a time: this process's writes go through
     /// one shared connection that commits them in groups. `None` on MySQL.
     writer: Option<Arc<GroupWriter>>,
@@ -80,7 +90,36 @@ pub struct Conn {
     batched: Option<Arc<batch::Batched>>,
 }
 
+enum Source {
+    Pool {
+        pool: r2d2::Pool<Manager>,
+        held: Option<r2d2::PooledConnection<Manager>>,
+    },
+    /// A connection outside any pool (start-up, CLI).
+    Own(Box<Slot>),
+}
+
 impl Conn {
+    /// The connection, taken from the pool now if it has not been yet
+    /// (`Unavailable` if none frees up within the pool's timeout).
+    pub fn db(&mut self) -> DbResult<&mut DbConn> {
+        let slot: &mut Slot = match &mut self.source {
+            Source::Own(slot) => slot,
+            Source::Pool { pool, held } => {
+                let taken = match held.take() {
+                    Some(taken) => taken,
+                    None => pool.get()?,
+                };
+                held.insert(taken)
+            }
+        };
+        Ok(&mut slot.inner)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// Every write goes through here: a transaction (an `Err` from `f` rolls
     /// back what `f` did) that has committed when this returns. On SQLite it
     /// runs on the writer thread's connection, not on this one, so `f` owns
@@ -93,7 +132,7 @@ impl Conn {
     {
         match &self.writer {
             Some(writer) => writer.run(f),
-            None => self.inner.write_tx(f),
+            None => self.db()?.write_tx(f),
         }
     }
 
@@ -108,7 +147,7 @@ impl Conn {
     {
         match &self.writer {
             Some(writer) => writer.run_one(f),
-            None => f(&mut self.inner),
+            None => f(self.db()?),
         }
     }
 
@@ -125,10 +164,11 @@ impl Conn {
         if let Some(writer) = &self.writer {
             return writer.run(f);
         }
-        match &self.inner {
-            DbConn::Sqlite(_) => self.inner.write_tx(f),
+        let conn = self.db()?;
+        match conn {
+            DbConn::Sqlite(_) => conn.write_tx(f),
             #[cfg(feature = "mysql")]
-            DbConn::Mysql(_) => f(&mut self.inner),
+            DbConn::Mysql(_) => f(conn),
         }
     }
 
@@ -151,24 +191,18 @@ impl Conn {
     /// Records how the last use went: a lost connection is dropped from the
     /// pool; a working one needs no test query on its next checkout.
     pub fn record(&mut self, connection_lost: bool) {
+        let slot: &mut Slot = match &mut self.source {
+            Source::Own(slot) => slot,
+            Source::Pool {
+                held: Some(held), ..
+            } => held,
+            Source::Pool { held: None, .. } => return,
+        };
         if connection_lost {
-            self.broken = true;
+            slot.broken = true;
         } else {
-            self.last_ok = Instant::now();
+            slot.last_ok = Instant::now();
         }
-    }
-}
-
-impl Deref for Conn {
-    type Target = DbConn;
-    fn deref(&self) -> &DbConn {
-        &self.inner
-    }
-}
-
-impl DerefMut for Conn {
-    fn deref_mut(&mut self) -> &mut DbConn {
-        &mut self.inner
     }
 }
 
@@ -182,9 +216,6 @@ static PREPARED_BEGIN: AtomicBool = AtomicBool::new(true);
 /// A connection used successfully this recently is not tested on checkout;
 /// under load that saves a round trip per request.
 const TRUST_FOR: Duration = Duration::from_secs(1);
-
-pub type Pool = r2d2::Pool<Manager>;
-pub type PooledConn = r2d2::PooledConnection<Manager>;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 #[cfg(feature = "mysql")]
@@ -320,27 +351,21 @@ pub struct Manager {
     url: DbUrl,
     /// The longest a statement waits for a lock another connection holds.
     lock_wait: Duration,
-    writer: Option<Arc<GroupWriter>>,
-    #[cfg(feature = "mysql")]
-    batched: Option<Arc<batch::Batched>>,
 }
 
 impl ManageConnection for Manager {
-    type Connection = Conn;
+    type Connection = Slot;
     type Error = r2d2::Error;
 
-    fn connect(&self) -> Result<Conn, r2d2::Error> {
-        Ok(Conn {
+    fn connect(&self) -> Result<Slot, r2d2::Error> {
+        Ok(Slot {
             inner: self.open()?,
             last_ok: Instant::now(),
             broken: false,
-            writer: self.writer.clone(),
-            #[cfg(feature = "mysql")]
-            batched: self.batched.clone(),
         })
     }
 
-    fn is_valid(&self, conn: &mut Conn) -> Result<(), r2d2::Error> {
+    fn is_valid(&self, conn: &mut Slot) -> Result<(), r2d2::Error> {
         if conn.broken {
             return Err(r2d2::Error::QueryError(
                 DieselError::BrokenTransactionManager,
@@ -356,13 +381,22 @@ impl ManageConnection for Manager {
         Ok(())
     }
 
-    fn has_broken(&self, conn: &mut Conn) -> bool {
+    fn has_broken(&self, conn: &mut Slot) -> bool {
         conn.broken
     }
 }
 
-impl Manager {
-    fn new(url: &DbUrl, lock_wait: Duration) -> Manager {
+/// What every connection of a process shares: SQLite's writer thread,
+/// MySQL's batching threads.
+#[derive(Clone)]
+struct Shared {
+    writer: Option<Arc<GroupWriter>>,
+    #[cfg(feature = "mysql")]
+    batched: Option<Arc<batch::Batched>>,
+}
+
+impl Shared {
+    fn new(url: &DbUrl, lock_wait: Duration) -> Shared {
         let writer = (url.backend == Backend::Sqlite).then(|| {
             let path = url.target.clone();
             Arc::new(GroupWriter::new(move || {
@@ -380,15 +414,25 @@ impl Manager {
                     .map_err(|e| DbError::Unavailable(e.to_string()))
             }))
         });
-        Manager {
-            url: url.clone(),
-            lock_wait,
+        Shared {
             writer,
             #[cfg(feature = "mysql")]
             batched,
         }
     }
 
+    fn conn(&self, backend: Backend, source: Source) -> Conn {
+        Conn {
+            backend,
+            source,
+            writer: self.writer.clone(),
+            #[cfg(feature = "mysql")]
+            batched: self.batched.clone(),
+        }
+    }
+}
+
+impl Manager {
     fn open(&self) -> Result<DbConn, r2d2::Error> {
         match self.url.backend {
             Backend::Sqlite => open_sqlite(&self.url.target, self.lock_wait).map(DbConn::Sqlite),
@@ -544,11 +588,54 @@ pub struct PoolOptions {
 /// write, so the pool bounds the writes in flight, and with them how many
 /// writes one commit can hold (16 instead of 8: otp_token +15%, refresh +6%).
 pub fn build_pool(url: &DbUrl, options: &PoolOptions) -> Pool {
-    r2d2::Pool::builder()
+    let lock_wait = options.connect_timeout;
+    let inner = r2d2::Pool::builder()
         .max_size(options.max_size.max(1))
         .min_idle(Some(0))
         .connection_timeout(options.connect_timeout)
-        .build_unchecked(Manager::new(url, options.connect_timeout))
+        .build_unchecked(Manager {
+            url: url.clone(),
+            lock_wait,
+        });
+    Pool {
+        inner,
+        backend: url.backend,
+        shared: Shared::new(url, lock_wait),
+    }
+}
+
+/// The connections of a server process, and what they share.
+#[derive(Clone)]
+pub struct Pool {
+    inner: r2d2::Pool<Manager>,
+    backend: Backend,
+    shared: Shared,
+}
+
+impl Pool {
+    /// A connection taken from the pool now.
+    pub fn get(&self) -> DbResult<Conn> {
+        let mut conn = self.lazy();
+        conn.db()?;
+        Ok(conn)
+    }
+
+    /// A handle that takes its connection from the pool at first use.
+    pub fn lazy(&self) -> Conn {
+        let source = Source::Pool {
+            pool: self.inner.clone(),
+            held: None,
+        };
+        self.shared.conn(self.backend, source)
+    }
+
+    pub fn max_size(&self) -> u32 {
+        self.inner.max_size()
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
 }
 
 /// How long start-up and the CLI wait for a lock (a pool waits
@@ -558,9 +645,14 @@ pub(crate) const LOCK_WAIT_OUTSIDE_POOL: Duration = Duration::from_secs(10);
 /// Opens one connection outside any pool (start-up, CLI), reporting a bad
 /// URL or an unreachable server.
 pub fn connect_once(url: &DbUrl) -> DbResult<Conn> {
-    Manager::new(url, LOCK_WAIT_OUTSIDE_POOL)
+    let manager = Manager {
+        url: url.clone(),
+        lock_wait: LOCK_WAIT_OUTSIDE_POOL,
+    };
+    let slot = manager
         .connect()
-        .map_err(|e| DbError::Unavailable(e.to_string()))
+        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    Ok(Shared::new(url, LOCK_WAIT_OUTSIDE_POOL).conn(url.backend, Source::Own(Box::new(slot))))
 }
 
 /// Applies the embedded migrations of the connection's backend; returns how many ran.

@@ -245,7 +245,7 @@ pub fn lookup_access_with_username(
     if let Some(batched) = &conn.batched {
         return batched.access_lookups.run(jti.to_string());
     }
-    find_access_with_username(conn, jti)
+    find_access_with_username(conn.db()?, jti)
 }
 
 pub fn insert_refresh(conn: &mut DbConn, row: &RefreshTokenRow) -> DbResult<()> {

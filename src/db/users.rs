@@ -72,7 +72,7 @@ pub fn lookup_user_id_by_phone(conn: &mut Conn, phone: &str) -> DbResult<Option<
     if let Some(batched) = &conn.batched {
         return batched.phone_users.run(phone.to_string());
     }
-    Ok(find_by_phone(conn, phone)?.map(|u| u.id))
+    Ok(find_by_phone(conn.db()?, phone)?.map(|u| u.id))
 }
 
 /// `lookup_user_id_by_phone` for many phones in one statement (MySQL's

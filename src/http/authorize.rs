@@ -58,9 +58,9 @@ async fn check(
                 }
             };
             let viewer = match session {
-                Some(token) => match sessions::current_user(conn, &token, now)? {
+                Some(token) => match sessions::current_user(conn.db()?, &token, now)? {
                     Some(user) => Some(Viewer {
-                        phone: sessions::phone_of(conn, &user.id)?.unwrap_or_default(),
+                        phone: sessions::phone_of(conn.db()?, &user.id)?.unwrap_or_default(),
                         user_id: user.id,
                     }),
                     None => None,

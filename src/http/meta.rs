@@ -48,7 +48,8 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     let backend = state
         .blocking(|conn, _| {
-            conn.batch_execute("SELECT 1")
+            conn.db()?
+                .batch_execute("SELECT 1")
                 .map_err(crate::db::DbError::from)?;
             Ok(conn.backend().name())
         })

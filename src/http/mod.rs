@@ -5,6 +5,7 @@ mod authorize;
 mod body;
 mod client_ip;
 mod error;
+mod lane;
 mod meta;
 mod otp;
 mod pages;
@@ -17,7 +18,7 @@ use actix_web::middleware::{Logger, NormalizePath, TrailingSlash};
 use actix_web::{web, HttpResponse};
 
 use crate::core::Core;
-use crate::db::{Conn, DbError, Pool};
+use crate::db::{Backend, Conn, Pool};
 use crate::error::{AppError, AppResult};
 use crate::sms::SmsProvider;
 
@@ -26,9 +27,53 @@ pub struct AppState {
     pub pool: Pool,
     pub core: Arc<Core>,
     pub sms: Arc<dyn SmsProvider>,
+    /// MySQL: where requests whose statements are all batched run.
+    lane: Option<Arc<lane::Lane>>,
 }
 
 impl AppState {
+    pub fn new(pool: Pool, core: Arc<Core>, sms: Arc<dyn SmsProvider>) -> AppState {
+        // Three threads per pooled connection: a batch takes up to 64 rows.
+        let lane = match pool.backend() {
+            Backend::Mysql => lane::Lane::start(3 * pool.max_size() as usize).map(Arc::new),
+            Backend::Sqlite => None,
+        };
+        AppState {
+            pool,
+            core,
+            sms,
+            lane,
+        }
+    }
+
+    /// `blocking` for a request whose statements are batched on MySQL: there
+    /// it runs on the lane, with a connection taken only if it needs one.
+    pub async fn batched<T, F>(&self, f: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn, &Core) -> AppResult<T> + Send + 'static,
+    {
+        let Some(lane) = &self.lane else {
+            return self.blocking(f).await;
+        };
+        let (pool, core) = (self.pool.clone(), self.core.clone());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = lane.run(Box::new(move || {
+            let mut conn = pool.lazy();
+            let result = f(&mut conn, &core);
+            conn.record(matches!(result, Err(AppError::Unavailable(_))));
+            let _ = reply.send(result);
+        }));
+        if !sent {
+            return Err(AppError::Internal(
+                "the batched-requests lane is gone".into(),
+            ));
+        }
+        answer.await.map_err(|_| {
+            AppError::Internal("a request failed on the batched-requests lane".into())
+        })?
+    }
+
     /// Runs `f` with a pooled connection on the blocking thread pool: diesel
     /// never runs on an executor thread.
     pub async fn blocking<T, F>(&self, f: F) -> AppResult<T>
@@ -39,7 +84,14 @@ impl AppState {
         let pool = self.pool.clone();
         let core = self.core.clone();
         web::block(move || {
-            let mut conn = pool.get().map_err(DbError::from)?;
+            // On MySQL a request takes its connection at its first statement
+            // that is not batched, if it has one. On SQLite it takes one now:
+            // the pool bounds the writes waiting for the writer thread, and
+            // with them how many one commit holds (`db::build_pool`).
+            let mut conn = match pool.backend() {
+                Backend::Mysql => pool.lazy(),
+                Backend::Sqlite => pool.get()?,
+            };
             let result = f(&mut conn, &core);
             conn.record(matches!(result, Err(AppError::Unavailable(_))));
             result

@@ -8,6 +8,8 @@ use serde_json::json;
 
 use super::body;
 use super::AppState;
+use crate::core::Core;
+use crate::db::Conn;
 use crate::error::AppResult;
 use crate::oauth::request::TokenRequest;
 use crate::oauth::{self, OAuthError};
@@ -52,9 +54,13 @@ pub async fn token(
     payload: web::Payload,
 ) -> AppResult<HttpResponse> {
     let request = form_request(&state, &req, payload).await?;
-    let issued = state
-        .blocking(move |conn, core| oauth::token::token(core, conn, &request))
-        .await?;
+    let batched = oauth::token::statements_batched(&request);
+    let run = move |conn: &mut Conn, core: &Core| oauth::token::token(core, conn, &request);
+    let issued = if batched {
+        state.batched(run).await?
+    } else {
+        state.blocking(run).await?
+    };
     let mut response = json!({
         "access_token": issued.access_token,
         "token_type": "Bearer",
@@ -78,7 +84,7 @@ pub async fn introspect(
 ) -> AppResult<HttpResponse> {
     let request = form_request(&state, &req, payload).await?;
     let info = state
-        .blocking(move |conn, core| oauth::introspect::introspect(core, conn, &request))
+        .batched(move |conn, core| oauth::introspect::introspect(core, conn, &request))
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -104,7 +104,11 @@ impl Authorizer for OAuthStore<'_> {
         if !won {
             return Ok(None);
         }
-        let row = db::codes_auth::find(&mut self.conn(), &hash).map_err(|e| self.fail(e.into()))?;
+        let row = self
+            .conn()
+            .db()
+            .and_then(|c| db::codes_auth::find(c, &hash))
+            .map_err(|e| self.fail(e.into()))?;
         let Some(row) = row else { return Ok(None) };
         let (Ok(scope), Ok(redirect_uri), Some(extensions)) = (
             row.scope.parse(),

@@ -207,14 +207,15 @@ pub fn password(
         .ok_or_else(|| OAuthError::invalid_request("password is required"))?;
     let scope = client.grant_scope(request.param("scope"))?;
     let user = {
-        let mut conn = store.conn();
+        let mut held = store.conn();
+        let conn = held.db()?;
         let by_phone = match request.phone_param("username") {
-            Some(p) => db::users::find_by_phone(&mut conn, p)?,
+            Some(p) => db::users::find_by_phone(conn, p)?,
             None => None,
         };
         match by_phone {
             Some(user) => Some(user),
-            None => db::users::find_by_username(&mut conn, login)?,
+            None => db::users::find_by_username(conn, login)?,
         }
     };
     let stored = user
@@ -245,7 +246,7 @@ pub fn authorization_code(
         return Err(bad_code().into());
     }
     let hash = secrets::sha256_hex(code.as_bytes());
-    let row = crate::db::codes_auth::find(&mut store.conn(), &hash)?;
+    let row = crate::db::codes_auth::find(store.conn().db()?, &hash)?;
     let Some(row) = row.filter(|r| r.client_id == client.id) else {
         return Err(bad_code().into());
     };

@@ -44,7 +44,7 @@ fn find(core: &Core, conn: &mut Conn, token: &str, hint: Option<&str>) -> AppRes
         if token.contains('.') {
             return Ok(None);
         }
-        Ok(db::tokens::find_refresh_with_username(conn, token)?.map(Found::Refresh))
+        Ok(db::tokens::find_refresh_with_username(conn.db()?, token)?.map(Found::Refresh))
     };
     if hint == Some("refresh_token") {
         if let Some(found) = refresh(conn)? {

@@ -284,7 +284,10 @@ impl Issuer for OAuthStore<'_> {
         else {
             return Ok(None);
         };
-        let row = db::tokens::find_access(&mut self.conn(), &claims.jti)
+        let row = self
+            .conn()
+            .db()
+            .and_then(|c| db::tokens::find_access(c, &claims.jti))
             .map_err(|e| self.fail(e.into()))?;
         match row {
             Some(row) if !row.revoked && row.expires_at > self.now => Ok(Some(Grant {

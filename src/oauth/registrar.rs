@@ -29,7 +29,10 @@ impl OAuthStore<'_> {
             *self.client.borrow_mut() = Some(client.clone());
             return Ok(client);
         }
-        let found = db::clients::find(&mut self.conn(), client_id);
+        let found = self
+            .conn()
+            .db()
+            .and_then(|c| db::clients::find(c, client_id));
         match found {
             Ok(Some(row)) => {
                 let client = Client::from(row);

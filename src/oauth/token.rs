@@ -13,6 +13,15 @@ use crate::core::Core;
 use crate::db::Conn;
 use crate::error::{AppError, AppResult};
 
+/// Whether the grant's statements are all batched on MySQL (`db::batch`):
+/// client credentials and refresh (introspection's are too).
+pub fn statements_batched(request: &TokenRequest) -> bool {
+    matches!(
+        request.param("grant_type").and_then(GrantType::parse),
+        Some(GrantType::ClientCredentials | GrantType::RefreshToken)
+    )
+}
+
 pub fn token(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppResult<Issued> {
     let grant_name = request
         .param("grant_type")

@@ -258,7 +258,7 @@ pub fn ticket_for_user(
     if !secrets::plausible_token(secret) {
         return Err(AppError::InvalidSecretIdentifier);
     }
-    match db::tickets::find(conn, &ticket_hash(core, secret))? {
+    match db::tickets::find(conn.db()?, &ticket_hash(core, secret))? {
         Some(t) if t.used_for_user_at.is_none() && t.expires_at > now => Ok(t),
         _ => Err(AppError::InvalidSecretIdentifier),
     }

@@ -370,7 +370,8 @@ impl TestServer {
     /// What the upkeep thread does every few seconds: re-read the signing keys.
     pub fn reload_keys(&self) {
         let mut conn = self.state.pool.get().expect("pooled connection");
-        self.state.core.reload_keys(&mut conn).expect("reload keys");
+        let conn = conn.db().expect("a connection");
+        self.state.core.reload_keys(conn).expect("reload keys");
     }
 
     /// Rewrites stored rows as an older build left them: runs `sql`, whose
@@ -386,7 +387,9 @@ impl TestServer {
             query = query.bind::<Text, _>(*value);
         }
         let mut conn = self.state.pool.get().expect("a pooled connection");
-        query.execute(&mut **conn).expect("the rewrite")
+        query
+            .execute(conn.db().expect("a connection"))
+            .expect("the rewrite")
     }
 
     pub fn clock_now(&self) -> i64 {
