@@ -16,8 +16,6 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use diesel::connection::SimpleConnection;
-
 use super::tokens::{self, AccessTokenRow, RefreshTokenRow, WithUsername};
 use super::{users, DbConn, DbError, DbResult, TRUST_FOR};
 
@@ -190,7 +188,7 @@ impl<R, A> BatchThread<R, A> {
     fn connection(&mut self) -> DbResult<&mut DbConn> {
         if self.last_ok.elapsed() >= TRUST_FOR {
             if let Some(conn) = self.conn.as_mut() {
-                if conn.batch_execute("SELECT 1").is_err() {
+                if conn.ping().is_err() {
                     self.conn = None;
                 }
             }
@@ -265,7 +263,7 @@ mod tests {
 
     /// Doubles each row on a live connection; a negative row panics.
     fn double_or_panic(conn: &mut DbConn, rows: &[i32]) -> DbResult<Vec<i32>> {
-        conn.batch_execute("SELECT 1")?;
+        conn.ping()?;
         assert!(rows.iter().all(|&r| r >= 0), "a negative row");
         Ok(rows.iter().map(|r| r * 2).collect())
     }

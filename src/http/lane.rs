@@ -22,15 +22,17 @@ impl Lane {
     pub fn start(threads: usize) -> Option<Lane> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
-        let started = (0..threads)
-            .filter(|i| {
-                let queue = queue.clone();
-                std::thread::Builder::new()
-                    .name(format!("batched-requests-{i}"))
-                    .spawn(move || serve(&queue))
-                    .is_ok()
-            })
-            .count();
+        let mut started = 0;
+        for i in 0..threads {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("batched-requests-{i}"))
+                .spawn(move || serve(&queue));
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => tracing::warn!(error = %e, "could not start a batched-requests thread"),
+            }
+        }
         (started > 0).then_some(Lane { jobs })
     }
 

@@ -2,7 +2,6 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use diesel::connection::SimpleConnection;
 use serde_json::json;
 
 use super::AppState;
@@ -48,9 +47,7 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     let backend = state
         .blocking(|conn, _| {
-            conn.db()?
-                .batch_execute("SELECT 1")
-                .map_err(crate::db::DbError::from)?;
+            conn.db()?.ping()?;
             Ok(conn.backend().name())
         })
         .await?;

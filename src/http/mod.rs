@@ -59,10 +59,7 @@ impl AppState {
         let (pool, core) = (self.pool.clone(), self.core.clone());
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sent = lane.run(Box::new(move || {
-            let mut conn = pool.lazy();
-            let result = f(&mut conn, &core);
-            conn.record(matches!(result, Err(AppError::Unavailable(_))));
-            let _ = reply.send(result);
+            let _ = reply.send(with_connection(&pool, &core, f));
         }));
         if !sent {
             return Err(AppError::Internal(
@@ -81,24 +78,23 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut Conn, &Core) -> AppResult<T> + Send + 'static,
     {
-        let pool = self.pool.clone();
-        let core = self.core.clone();
-        web::block(move || {
-            // On MySQL a request takes its connection at its first statement
-            // that is not batched, if it has one. On SQLite it takes one now:
-            // the pool bounds the writes waiting for the writer thread, and
-            // with them how many one commit holds (`db::build_pool`).
-            let mut conn = match pool.backend() {
-                Backend::Mysql => pool.lazy(),
-                Backend::Sqlite => pool.get()?,
-            };
-            let result = f(&mut conn, &core);
-            conn.record(matches!(result, Err(AppError::Unavailable(_))));
-            result
-        })
-        .await
-        .map_err(|_| AppError::Internal("the blocking pool is gone".into()))?
+        let (pool, core) = (self.pool.clone(), self.core.clone());
+        web::block(move || with_connection(&pool, &core, f))
+            .await
+            .map_err(|_| AppError::Internal("the blocking pool is gone".into()))?
     }
+}
+
+/// Runs `f` with a request's connection and tells the pool how it went.
+fn with_connection<T>(
+    pool: &Pool,
+    core: &Core,
+    f: impl FnOnce(&mut Conn, &Core) -> AppResult<T>,
+) -> AppResult<T> {
+    let mut conn = pool.for_request()?;
+    let result = f(&mut conn, core);
+    conn.record(matches!(result, Err(AppError::Unavailable(_))));
+    result
 }
 
 /// Every route. Paths are registered without their trailing slash;
