@@ -238,14 +238,21 @@ async fn a_lock_held_elsewhere_gives_503_then_recovers() {
 }
 
 /// On MySQL a request whose statements are all batched (a client's token, a
-/// refresh; introspection too) takes no pooled connection, so it is served
+/// refresh, an otp grant whose proof spends; introspection too) takes no
+/// pooled connection, so it is served
 /// while every pooled connection is busy; on SQLite every request takes one
 /// first (the pool bounds the writes in flight) and waits for it, then 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batched_requests_need_no_pooled_connection_on_mysql() {
-    let server =
-        TestServer::start_with(&[("PHONEKEY_DB_POOL_SIZE", "2"), ("PHONEKEY_DB_TIMEOUT", "1")]);
+    let server = TestServer::start_with(&[
+        ("PHONEKEY_DB_POOL_SIZE", "2"),
+        ("PHONEKEY_DB_TIMEOUT", "1"),
+        ("PHONEKEY_OTP_RESEND_SECONDS", "0"),
+    ]);
     let (id, secret, refresh) = client_with_a_user(&server).await;
+    let phone = new_phone();
+    server.signed_up_user(&phone).await;
+    let ticket = server.verified_ticket(&phone).await;
 
     let held: Vec<_> = (0..2)
         .map(|_| server.state.pool.get().expect("a pooled connection"))
@@ -254,9 +261,10 @@ async fn batched_requests_need_no_pooled_connection_on_mysql() {
         .token_basic(&id, &secret, &[("grant_type", "client_credentials")])
         .await;
     let refreshed = rotate(&server, &id, &secret, &refresh).await;
+    let logged_in = server.otp_grant(&id, &secret, &phone, &ticket).await;
     drop(held);
 
-    for (status, body, _) in [&client, &refreshed] {
+    for (status, body, _) in [&client, &refreshed, &logged_in] {
         if server.db.backend() == "mysql" {
             assert_eq!(*status, 200, "{body}");
         } else {

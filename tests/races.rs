@@ -315,3 +315,159 @@ async fn parallel_logins_and_refreshes_each_get_their_own_user() {
     }
     assert_eq!(new_users.len(), RACERS / 4);
 }
+
+/// What one racing otp grant must get.
+enum Expect {
+    /// A phone without a user, with its right code: tokens for a new user.
+    NewUser,
+    /// A signed-up user's ticket: tokens for that user.
+    User(String),
+    /// One of two requests presenting one proof: one of the two gets tokens.
+    OneOfTwo(&'static str),
+    /// A wrong code: refused, and the right one still works after it.
+    Wrong { right_code: String },
+}
+
+/// Many otp grants at once, held back until they have queued (on MySQL they
+/// then share one transaction, `db::otp_grant`): right codes of phones
+/// without a user, tickets of signed-up users, a code and a ticket presented
+/// twice, wrong codes. Each is answered for its own phone and proof as it
+/// would be alone, and what it was answered is what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_otp_grants_each_spend_their_own_proof() {
+    let server = std::sync::Arc::new(TestServer::start_with(&[
+        ("PHONEKEY_OTP_AUTO_CREATE_USERS", "true"),
+        ("PHONEKEY_OTP_RESEND_SECONDS", "0"),
+    ]));
+    let (id, secret) = server.client(&[GrantType::Otp, GrantType::RefreshToken], true);
+    let secret = secret.unwrap();
+    // (phone, form field of the proof, proof, what it must get)
+    let mut grants: Vec<(String, &str, String, Expect)> = Vec::new();
+    for _ in 0..6 {
+        let phone = new_phone();
+        let code = server.get_code(&phone).await;
+        grants.push((phone, "code", code, Expect::NewUser));
+    }
+    for _ in 0..4 {
+        let phone = new_phone();
+        let (_, user) = server.signed_up_user(&phone).await;
+        let ticket = server.verified_ticket(&phone).await;
+        let user = user["id"].as_str().expect("user id").to_string();
+        grants.push((phone, "secret_identifier", ticket, Expect::User(user)));
+    }
+    let phone = new_phone();
+    let code = server.get_code(&phone).await;
+    for _ in 0..2 {
+        grants.push((
+            phone.clone(),
+            "code",
+            code.clone(),
+            Expect::OneOfTwo("code"),
+        ));
+    }
+    let phone = new_phone();
+    server.signed_up_user(&phone).await;
+    let ticket = server.verified_ticket(&phone).await;
+    for _ in 0..2 {
+        let expect = Expect::OneOfTwo("ticket");
+        grants.push((phone.clone(), "secret_identifier", ticket.clone(), expect));
+    }
+    for _ in 0..2 {
+        let phone = new_phone();
+        let right_code = server.get_code(&phone).await;
+        // Another code of the same length.
+        let wrong: String = right_code
+            .chars()
+            .map(|c| if c == '1' { '2' } else { '1' })
+            .collect();
+        grants.push((phone, "code", wrong, Expect::Wrong { right_code }));
+    }
+
+    let held = server
+        .db
+        .hold_reads("otp_codes")
+        .unwrap_or_else(|| server.db.hold_writes("otp_codes"));
+    let tasks: Vec<_> = grants
+        .into_iter()
+        .map(|(phone, field, proof, expect)| {
+            let (server, id, secret) = (server.clone(), id.clone(), secret.clone());
+            tokio::spawn(async move {
+                let form = [("grant_type", "otp"), ("phone", &phone), (field, &proof)];
+                let answer = server.token_basic(&id, &secret, &form).await;
+                (phone, answer, expect)
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    held.release();
+
+    let mut new_users = std::collections::HashSet::new();
+    let mut twice_won = std::collections::HashMap::new();
+    for task in tasks {
+        let (phone, (status, body, _), expect) = task.await.expect("request task");
+        let sub = || -> String {
+            let claims = jwt_claims(body["access_token"].as_str().expect("access token"));
+            claims["sub"].as_str().expect("sub").to_string()
+        };
+        match expect {
+            Expect::NewUser => {
+                assert_eq!(status, 200, "{body}");
+                assert!(new_users.insert(sub()), "a new user per new phone");
+            }
+            Expect::User(user) => {
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(sub(), user);
+            }
+            Expect::OneOfTwo(proof) => {
+                *twice_won.entry(proof).or_insert(0) += usize::from(status == 200);
+                if status != 200 {
+                    expect_error(status, &body, 400, "invalid_grant");
+                    continue;
+                }
+            }
+            Expect::Wrong { right_code } => {
+                expect_error(status, &body, 400, "invalid_grant");
+                let form = [
+                    ("grant_type", "otp"),
+                    ("phone", &phone),
+                    ("code", &right_code),
+                ];
+                let (status, body, _) = server.token_basic(&id, &secret, &form).await;
+                assert_eq!(status, 200, "the right code after a wrong one: {body}");
+            }
+        }
+        if status != 200 {
+            continue;
+        }
+        // Both tokens were stored, for the user the access token names.
+        let access = body["access_token"].as_str().expect("access token");
+        let (status, info, _) = server
+            .post_form(
+                "/o/introspect/",
+                &[
+                    ("token", access),
+                    ("client_id", &id),
+                    ("client_secret", &secret),
+                ],
+                &new_ip(),
+            )
+            .await;
+        assert_eq!(
+            (status, &info["active"]),
+            (200, &serde_json::json!(true)),
+            "{info}"
+        );
+        assert_eq!(info["sub"], sub().as_str(), "{info}");
+        let refresh = body["refresh_token"].as_str().expect("refresh token");
+        let form = [("grant_type", "refresh_token"), ("refresh_token", refresh)];
+        let (status, rotated, _) = server.token_basic(&id, &secret, &form).await;
+        assert_eq!(status, 200, "{rotated}");
+        assert_eq!(
+            jwt_claims(rotated["access_token"].as_str().unwrap())["sub"],
+            sub().as_str()
+        );
+    }
+    assert_eq!(new_users.len(), 6);
+    assert_eq!(twice_won.get("code"), Some(&1), "a code spent once");
+    assert_eq!(twice_won.get("ticket"), Some(&1), "a ticket spent once");
+}

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::tokens::{self, AccessTokenRow, RefreshTokenRow, WithUsername};
-use super::{users, DbConn, DbError, DbResult, TRUST_FOR};
+use super::{otp_grant, users, DbConn, DbError, DbResult, TRUST_FOR};
 
 /// Rows per statement at most: bounds the statement's size (and the number
 /// of statements a connection prepares, one per batch size).
@@ -219,13 +219,14 @@ fn next_batch<R, A>(queue: &Receiver<Pending<R, A>>) -> Option<Vec<Pending<R, A>
 }
 
 /// The statements run for many requests at once, each by its own thread with
-/// its own connection (five per server process, beside the pool).
+/// its own connection (six per server process, beside the pool).
 pub(super) struct Batched {
     pub(super) access_inserts: Batcher<AccessTokenRow, ()>,
     pub(super) access_lookups: Batcher<String, Option<WithUsername<AccessTokenRow>>>,
     pub(super) refresh_lookups: Batcher<String, Option<RefreshTokenRow>>,
     pub(super) phone_users: Batcher<String, Option<String>>,
     pub(super) rotations: Batcher<tokens::Rotation, bool>,
+    pub(super) otp_grants: Batcher<otp_grant::GrantWrite, otp_grant::Outcome>,
 }
 
 impl Batched {
@@ -244,7 +245,8 @@ impl Batched {
                 tokens::find_refresh_rows,
             ),
             phone_users: Batcher::new("phone-users", open.clone(), users::find_user_ids_by_phones),
-            rotations: Batcher::new("rotations", open, tokens::rotate_refresh_rows),
+            rotations: Batcher::new("rotations", open.clone(), tokens::rotate_refresh_rows),
+            otp_grants: Batcher::new("otp-grants", open, otp_grant::store_many),
         }
     }
 }

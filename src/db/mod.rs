@@ -77,7 +77,7 @@ pub struct Slot {
 /// What a request or a command reaches the database through. A pooled one
 /// takes its connection from the pool at its first statement that needs
 /// one (`db`), so that on MySQL a request whose statements are all batched
-/// (client tokens, refresh, introspection) holds none while it waits for its
+/// (client tokens, refresh, the otp grant, introspection) holds none while it waits for its
 /// batch, and more of them can wait than the pool has connections.
 pub struct Conn {
     backend: Backend,

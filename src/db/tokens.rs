@@ -77,7 +77,7 @@ pub(super) fn insert_access_rows(conn: &mut DbConn, rows: &[AccessTokenRow]) -> 
 
 /// New access tokens in one multi-row `INSERT` (a new token is not revoked).
 #[cfg(feature = "mysql")]
-fn insert_access_many<'a>(
+pub(super) fn insert_access_many<'a>(
     conn: &mut DbConn,
     rows: impl ExactSizeIterator<Item = &'a AccessTokenRow>,
 ) -> DbResult<()> {
@@ -93,7 +93,7 @@ fn insert_access_many<'a>(
 
 /// New refresh tokens in one multi-row `INSERT` (neither spent nor revoked).
 #[cfg(feature = "mysql")]
-fn insert_refresh_many<'a>(
+pub(super) fn insert_refresh_many<'a>(
     conn: &mut DbConn,
     rows: impl ExactSizeIterator<Item = &'a RefreshTokenRow>,
 ) -> DbResult<()> {

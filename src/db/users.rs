@@ -45,6 +45,65 @@ pub fn insert(conn: &mut DbConn, user: &UserRow, account: Option<&AccountRow>) -
     Ok(())
 }
 
+/// New users with their accounts in one multi-row `INSERT` each (MySQL's
+/// batched otp grants, `db::otp_grant`). Run inside a transaction.
+#[cfg(feature = "mysql")]
+pub(super) fn insert_many(conn: &mut DbConn, rows: &[&(UserRow, AccountRow)]) -> DbResult<()> {
+    use super::fixed::{self, Bind};
+    let sql = fixed::values_sql(
+        "INSERT INTO users (id, username, email, first_name, last_name, password_hash, \
+         is_superuser, is_active, date_joined)",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows.len(),
+    );
+    let binds: Vec<Bind<'_>> = rows.iter().flat_map(|(u, _)| user_binds(Some(u))).collect();
+    fixed::execute(conn, &sql, &binds)?;
+    let sql = fixed::values_sql(
+        "INSERT INTO accounts (user_id, phone, blood_group, dob, address, zip_code, verified)",
+        "(?, ?, ?, ?, ?, ?, ?)",
+        rows.len(),
+    );
+    let binds: Vec<Bind<'_>> = rows
+        .iter()
+        .flat_map(|(u, a)| std::iter::once(Bind::Text(&u.id)).chain(account_binds(Some(a))))
+        .collect();
+    fixed::execute(conn, &sql, &binds).map(drop)
+}
+
+/// A user's columns, in the order of `users` and of the MySQL procedure's
+/// parameters; all NULL for none.
+#[cfg(feature = "mysql")]
+pub(super) fn user_binds(user: Option<&UserRow>) -> [super::fixed::Bind<'_>; 9] {
+    use super::fixed::Bind;
+    let flag = |b: Option<bool>| Bind::OptInt(b.map(i32::from));
+    [
+        Bind::OptText(user.map(|u| u.id.as_str())),
+        Bind::OptText(user.map(|u| u.username.as_str())),
+        Bind::OptText(user.and_then(|u| u.email.as_deref())),
+        Bind::OptText(user.map(|u| u.first_name.as_str())),
+        Bind::OptText(user.map(|u| u.last_name.as_str())),
+        Bind::OptText(user.and_then(|u| u.password_hash.as_deref())),
+        flag(user.map(|u| u.is_superuser)),
+        flag(user.map(|u| u.is_active)),
+        Bind::OptBigInt(user.map(|u| u.date_joined)),
+    ]
+}
+
+/// An account's columns but its user's id, in the order of `accounts` and of
+/// the MySQL procedure's parameters; all NULL for none.
+#[cfg(feature = "mysql")]
+pub(super) fn account_binds(account: Option<&AccountRow>) -> [super::fixed::Bind<'_>; 6] {
+    use super::fixed::Bind;
+    [
+        Bind::OptText(account.map(|a| a.phone.as_str())),
+        Bind::OptText(account.map(|a| a.blood_group.as_str())),
+        Bind::OptBigInt(account.and_then(|a| a.dob)),
+        Bind::OptText(account.map(|a| a.address.as_str())),
+        Bind::OptText(account.map(|a| a.zip_code.as_str())),
+        Bind::OptInt(account.map(|a| i32::from(a.verified))),
+    ]
+}
+
 pub fn delete(conn: &mut DbConn, id: &str) -> DbResult<()> {
     on_backend!(conn, |c| diesel::delete(
         users::table.filter(users::id.eq(id))

@@ -107,9 +107,10 @@ pub fn otp(
     Ok(store.record_issued(tokens))
 }
 
-/// The otp grant's write as one call on MySQL (`db::otp_grant`): the
-/// tokens back in `Ok` once stored, in `Err` when the step-by-step path must
-/// run (another backend, a malformed proof, or nothing was stored).
+/// The otp grant's write on MySQL (`db::otp_grant`: one procedure call, or
+/// a share of a batch with concurrent grants): the tokens back in `Ok` once
+/// stored, in `Err` when the step-by-step path must run (another backend, a
+/// malformed proof, or nothing was stored).
 #[cfg(feature = "mysql")]
 fn in_one_call(
     store: &OAuthStore<'_>,
@@ -118,7 +119,7 @@ fn in_one_call(
     new_id: Option<&str>,
     tokens: Prepared,
 ) -> AppResult<Result<Prepared, Prepared>> {
-    use db::otp_grant::{Outcome, ProofKey};
+    use db::otp_grant::{GrantWrite, Outcome, ProofKey};
     let (core, now) = (store.core, store.now);
     if core.config.database.backend != db::Backend::Mysql {
         return Ok(Err(tokens));
@@ -126,25 +127,25 @@ fn in_one_call(
     let Some(hash) = otp::proof_hash(core, phone, proof) else {
         return Ok(Err(tokens));
     };
-    let max_attempts = matches!(proof, otp::Proof::Code(_)).then_some(core.config.otp.max_attempts);
-    let new_user = new_id.map(|id| users::phone_user_rows(id.to_string(), phone, now));
-    let phone = phone.to_string();
-    store.conn().write_atomic(move |conn| {
-        let key = match max_attempts {
-            Some(max_attempts) => ProofKey::Code {
-                hash: &hash,
-                max_attempts,
-            },
-            None => ProofKey::Ticket { hash: &hash },
-        };
-        let (access, refresh) = tokens.rows();
-        let user = new_user.as_ref().map(|(user, account)| (user, account));
-        let outcome =
-            db::otp_grant::store_in_one_call(conn, &phone, key, now, user, access, refresh)?;
-        Ok::<_, AppError>(match outcome {
-            Outcome::Stored => Ok(tokens),
-            Outcome::NotStored => Err(tokens),
-        })
+    let proof = match proof {
+        otp::Proof::Code(_) => ProofKey::Code {
+            hash,
+            max_attempts: core.config.otp.max_attempts,
+        },
+        otp::Proof::Ticket(_) => ProofKey::Ticket { hash },
+    };
+    let (access, refresh) = tokens.rows();
+    let write = GrantWrite {
+        phone: phone.to_string(),
+        proof,
+        now,
+        new_user: new_id.map(|id| users::phone_user_rows(id.to_string(), phone, now)),
+        access: access.clone(),
+        refresh: refresh.cloned(),
+    };
+    Ok(match db::otp_grant::store(&mut store.conn(), write)? {
+        Outcome::Stored => Ok(tokens),
+        Outcome::NotStored => Err(tokens),
     })
 }
 

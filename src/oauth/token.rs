@@ -13,12 +13,14 @@ use crate::core::Core;
 use crate::db::Conn;
 use crate::error::{AppError, AppResult};
 
-/// Whether the grant's statements are all batched on MySQL (`db::batch`):
-/// client credentials and refresh (introspection's are too).
+/// Whether the grant's statements are all batched on MySQL (`db::batch`) in
+/// the common case: client credentials, refresh, and the otp grant with a
+/// proof that spends (introspection's are too). Measured for the otp grant:
+/// MariaDB otp_token +29-36% on these threads, otp_login within noise.
 pub fn statements_batched(request: &TokenRequest) -> bool {
     matches!(
         request.param("grant_type").and_then(GrantType::parse),
-        Some(GrantType::ClientCredentials | GrantType::RefreshToken)
+        Some(GrantType::ClientCredentials | GrantType::RefreshToken | GrantType::Otp)
     )
 }
 

@@ -150,7 +150,7 @@ async fn refresh(s: Storage, chain: Arc<Mutex<String>>) -> Op {
 
 /// As `grants::otp` with a code, for a phone without a user: the user
 /// lookup, then one transaction that spends the code, creates the user and
-/// stores the tokens (on MySQL one call of a stored procedure).
+/// stores the tokens (on MySQL `db::otp_grant`, batched with concurrent grants).
 async fn otp_token(s: Storage, codes: Arc<Mutex<Vec<(String, String)>>>) -> Option<Op> {
     let (phone, hash) = codes.lock().ok()?.pop()?;
     let s2 = s.clone();
@@ -165,27 +165,22 @@ async fn otp_token(s: Storage, codes: Arc<Mutex<Vec<(String, String)>>>) -> Opti
         let fresh = s2.refresh_row(&secrets::ordered_secret(), None, &user_id, &family, now);
         #[cfg(feature = "mysql")]
         if s2.backend == Backend::Mysql {
-            use db::otp_grant::{Outcome, ProofKey};
-            let (user, account) = users::phone_user_rows(user_id, &phone, now);
-            return conn.write_atomic(move |c| {
-                let key = ProofKey::Code {
-                    hash: &hash,
+            use db::otp_grant::{GrantWrite, Outcome, ProofKey};
+            let write = GrantWrite {
+                proof: ProofKey::Code {
+                    hash,
                     max_attempts: 5,
-                };
-                let new_user = Some((&user, &account));
-                match db::otp_grant::store_in_one_call(
-                    c,
-                    &phone,
-                    key,
-                    now,
-                    new_user,
-                    &access,
-                    Some(&fresh),
-                )? {
-                    Outcome::Stored => Ok(()),
-                    Outcome::NotStored => Err(lost("code")),
-                }
-            });
+                },
+                new_user: Some(users::phone_user_rows(user_id, &phone, now)),
+                phone,
+                now,
+                access,
+                refresh: Some(fresh),
+            };
+            return match db::otp_grant::store(conn, write)? {
+                Outcome::Stored => Ok(()),
+                Outcome::NotStored => Err(lost("code")),
+            };
         }
         conn.write_tx(move |c| {
             if !db::codes::spend_if_matches(c, &phone, &hash, 5, now)? {
