@@ -393,20 +393,21 @@ pub fn create(conn: &mut Conn, core: &Core, sign_up: SignUp, now: i64) -> AppRes
         zip_code: account_fields.zip_code,
         verified: true,
     };
-    // The write owns the rows (on SQLite it runs on the writer thread) and hands them back.
-    let (user, account) = conn.write_tx(move |conn| {
-        if !db::tickets::consume_for_user(conn, &ticket.ticket_hash, &ticket.phone, now)? {
-            return Err(AppError::InvalidSecretIdentifier);
-        }
-        db::users::insert(conn, &user, Some(&account)).map_err(|e| match e {
-            DbError::Conflict(m) => AppError::Conflict {
-                field: conflict_field(&m),
-            },
-            other => AppError::from(other),
-        })?;
-        Ok((user, account))
-    })?;
-    Ok(UserView::new(&user, Some(&account)))
+    let view = UserView::new(&user, Some(&account));
+    let write = db::users::SignUpWrite {
+        ticket_hash: ticket.ticket_hash,
+        now,
+        user,
+        account,
+    };
+    match db::users::create_with_ticket(conn, write) {
+        Ok(true) => Ok(view),
+        Ok(false) => Err(AppError::InvalidSecretIdentifier),
+        Err(DbError::Conflict(m)) => Err(AppError::Conflict {
+            field: conflict_field(&m),
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A fresh user id: 32 hex digits, 80 of its bits random, in time order.

@@ -471,3 +471,176 @@ async fn parallel_otp_grants_each_spend_their_own_proof() {
     assert_eq!(twice_won.get("code"), Some(&1), "a code spent once");
     assert_eq!(twice_won.get("ticket"), Some(&1), "a ticket spent once");
 }
+
+/// Runs `make(i)` for every `i` at once while `held` keeps the server's
+/// statements waiting, then releases it; the answers in order.
+async fn held_back<F, Fut>(
+    held: WritesHeld,
+    n: usize,
+    make: F,
+) -> Vec<(u16, serde_json::Value, reqwest::header::HeaderMap)>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = (u16, serde_json::Value, reqwest::header::HeaderMap)>
+        + Send
+        + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(make(i))).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    held.release();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("request task"));
+    }
+    answers
+}
+
+/// Many verifycodes, then many sign-ups, at once, each held back until they
+/// have queued (on MySQL each kind then shares one transaction): right codes
+/// of new phones and of phones with a user, a code presented twice, a wrong
+/// code; then tickets of new phones, a ticket presented twice, one username
+/// asked for by two phones. Each gets the answer it would get alone, and
+/// what it was answered is what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_verifycodes_and_sign_ups_each_get_their_own_answer() {
+    let server = std::sync::Arc::new(TestServer::start_with(&[(
+        "PHONEKEY_OTP_RESEND_SECONDS",
+        "0",
+    )]));
+    let (id, secret) = server.client(&[GrantType::Otp], true);
+    let secret = secret.unwrap();
+    // (phone, code sent, whether the phone has a user)
+    let mut asks: Vec<(String, String, bool)> = Vec::new();
+    for i in 0..8 {
+        let phone = new_phone();
+        let has_user = i >= 6;
+        if has_user {
+            server.signed_up_user(&phone).await;
+        }
+        let code = server.get_code(&phone).await;
+        asks.push((phone, code, has_user));
+    }
+    let twice = asks[0].clone();
+    asks.push(twice);
+    let wrong_phone = new_phone();
+    let right_code = server.get_code(&wrong_phone).await;
+    let wrong: String = right_code
+        .chars()
+        .map(|c| if c == '1' { '2' } else { '1' })
+        .collect();
+    asks.push((wrong_phone.clone(), wrong, false));
+
+    let held = server
+        .db
+        .hold_reads("otp_codes")
+        .unwrap_or_else(|| server.db.hold_writes("otp_codes"));
+    let asked = std::sync::Arc::new(asks.clone());
+    let answers = held_back(held, asks.len(), |i| {
+        let (server, asked) = (server.clone(), asked.clone());
+        async move {
+            let (phone, code, _) = &asked[i];
+            let form = [("phone", phone.as_str()), ("code", code.as_str())];
+            server.post_form("/otp/verifycode/", &form, &new_ip()).await
+        }
+    })
+    .await;
+    // The first phone's code was presented twice: one of the two wins.
+    let first_wins: Vec<bool> = [0, 8].iter().map(|&i| answers[i].0 == 200).collect();
+    assert_eq!(first_wins.iter().filter(|w| **w).count(), 1, "{answers:?}");
+    let mut tickets = Vec::new();
+    for (i, ((phone, _, has_user), (status, body, _))) in asks.iter().zip(&answers).enumerate() {
+        if *phone == wrong_phone {
+            expect_error(*status, body, 400, "invalid_code");
+            assert_eq!(body["attempts_left"], 4, "{body}");
+            continue;
+        }
+        if *status != 200 {
+            assert!(i == 0 || i == 8, "{status} {body}");
+            expect_error(*status, body, 400, "invalid_code");
+            continue;
+        }
+        assert_eq!(body["user_exists"], *has_user, "{body}");
+        let ticket = body["secret_identifier"]
+            .as_str()
+            .expect("ticket")
+            .to_string();
+        if !has_user {
+            tickets.push((phone.clone(), ticket));
+        }
+    }
+    let (status, body) = server.verify(&wrong_phone, &right_code).await;
+    assert_eq!(status, 200, "the right code after a wrong one: {body}");
+    assert_eq!(tickets.len(), 6);
+
+    // Sign-ups, held back twice: the first four new phones' tickets with the
+    // first one twice (stored together), then the last two phones asking for
+    // one username (the batch fails on it and is run again one by one).
+    let username = format!("racer{}", &new_phone()[1..]);
+    let mut sign_ups: Vec<(String, String, Option<String>)> = tickets
+        .iter()
+        .map(|(phone, ticket)| (phone.clone(), ticket.clone(), None))
+        .collect();
+    for sign_up in &mut sign_ups[4..6] {
+        sign_up.2 = Some(username.clone());
+    }
+    sign_ups.insert(4, sign_ups[0].clone());
+    let mut answers = Vec::new();
+    for round in [&sign_ups[..5], &sign_ups[5..]] {
+        let held = server
+            .db
+            .hold_reads("verification_tickets")
+            .unwrap_or_else(|| server.db.hold_writes("verification_tickets"));
+        let asked = std::sync::Arc::new(round.to_vec());
+        answers.extend(
+            held_back(held, round.len(), |i| {
+                let (server, asked) = (server.clone(), asked.clone());
+                async move {
+                    let (_, ticket, username) = &asked[i];
+                    let body = match username {
+                        Some(name) => {
+                            serde_json::json!({ "username": name, "secret_identifier": ticket })
+                        }
+                        None => serde_json::json!({ "auto_username": true, "secret_identifier": ticket }),
+                    };
+                    server.put_json("/api/v1/user/", &body).await
+                }
+            })
+            .await,
+        );
+    }
+    let created: Vec<bool> = answers.iter().map(|(status, ..)| *status == 201).collect();
+    assert_eq!(
+        [created[0], created[4]].iter().filter(|c| **c).count(),
+        1,
+        "a ticket creates one user: {answers:?}"
+    );
+    assert_eq!(
+        [created[5], created[6]].iter().filter(|c| **c).count(),
+        1,
+        "a username is taken once: {answers:?}"
+    );
+    for (i, ((phone, ticket, _), (status, body, _))) in sign_ups.iter().zip(&answers).enumerate() {
+        if *status != 201 {
+            match i {
+                0 | 4 => expect_error(*status, body, 400, "invalid_secret_identifier"),
+                5 | 6 => expect_error(*status, body, 409, "conflict"),
+                _ => panic!("sign-up {i}: {status} {body}"),
+            }
+            continue;
+        }
+        assert_eq!(body["account"]["phone"], phone.as_str(), "{body}");
+        // The stored user is the phone's: its ticket logs it in.
+        let (status, tokens, _) = server.otp_grant(&id, &secret, phone, ticket).await;
+        assert_eq!(status, 200, "{tokens}");
+        let sub = jwt_claims(tokens["access_token"].as_str().unwrap())["sub"].clone();
+        assert_eq!(sub, body["id"], "{tokens}");
+    }
+    // The phone that lost the username race has no user.
+    let loser = if created[5] {
+        &sign_ups[6]
+    } else {
+        &sign_ups[5]
+    };
+    let (status, body, _) = server.otp_grant(&id, &secret, &loser.0, &loser.1).await;
+    expect_error(status, &body, 400, "invalid_grant");
+}

@@ -6,8 +6,8 @@
 //! 4.7-6x the rows per second of single-row ones, docs/performance.md), so a
 //! request hands its row to a thread that owns a connection of its own,
 //! takes every row queued meanwhile, and runs them as one statement (or, for
-//! refresh rotations, one transaction). InnoDB runs a statement all or nothing, so every request is
-//! answered after the commit that holds its row; a batch that fails for a
+//! refresh rotations, otp grants, verifycodes and sign-ups, one transaction).
+//! InnoDB runs a statement all or nothing, so every request is answered after the commit that holds its row; a batch that fails for a
 //! reason other than a lost connection is run again row by row, so that one
 //! bad row fails only its own request.
 
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::tokens::{self, AccessTokenRow, RefreshTokenRow, WithUsername};
-use super::{otp_grant, users, DbConn, DbError, DbResult, TRUST_FOR};
+use super::{otp_grant, tickets, users, DbConn, DbError, DbResult, TRUST_FOR};
 
 /// Rows per statement at most: bounds the statement's size (and the number
 /// of statements a connection prepares, one per batch size).
@@ -219,7 +219,7 @@ fn next_batch<R, A>(queue: &Receiver<Pending<R, A>>) -> Option<Vec<Pending<R, A>
 }
 
 /// The statements run for many requests at once, each by its own thread with
-/// its own connection (six per server process, beside the pool).
+/// its own connection (nine per server process, beside the pool).
 pub(super) struct Batched {
     pub(super) access_inserts: Batcher<AccessTokenRow, ()>,
     pub(super) access_lookups: Batcher<String, Option<WithUsername<AccessTokenRow>>>,
@@ -227,6 +227,9 @@ pub(super) struct Batched {
     pub(super) phone_users: Batcher<String, Option<String>>,
     pub(super) rotations: Batcher<tokens::Rotation, bool>,
     pub(super) otp_grants: Batcher<otp_grant::GrantWrite, otp_grant::Outcome>,
+    pub(super) tickets_for_codes: Batcher<tickets::TicketForCode, Option<bool>>,
+    pub(super) ticket_lookups: Batcher<String, Option<tickets::TicketRow>>,
+    pub(super) sign_ups: Batcher<users::SignUpWrite, bool>,
 }
 
 impl Batched {
@@ -246,7 +249,14 @@ impl Batched {
             ),
             phone_users: Batcher::new("phone-users", open.clone(), users::find_user_ids_by_phones),
             rotations: Batcher::new("rotations", open.clone(), tokens::rotate_refresh_rows),
-            otp_grants: Batcher::new("otp-grants", open, otp_grant::store_many),
+            otp_grants: Batcher::new("otp-grants", open.clone(), otp_grant::store_many),
+            tickets_for_codes: Batcher::new(
+                "tickets-for-codes",
+                open.clone(),
+                tickets::store_for_codes,
+            ),
+            ticket_lookups: Batcher::new("ticket-lookups", open.clone(), tickets::find_many),
+            sign_ups: Batcher::new("sign-ups", open, users::create_many),
         }
     }
 }

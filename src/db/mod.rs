@@ -33,6 +33,8 @@ mod fixed;
 pub mod keys;
 #[cfg(feature = "mysql")]
 pub mod otp_grant;
+#[cfg(feature = "mysql")]
+mod proofs;
 pub mod purge;
 pub mod rate_limits;
 pub mod schema;
@@ -77,8 +79,9 @@ pub struct Slot {
 /// What a request or a command reaches the database through. A pooled one
 /// takes its connection from the pool at its first statement that needs
 /// one (`db`), so that on MySQL a request whose statements are all batched
-/// (client tokens, refresh, the otp grant, introspection) holds none while it waits for its
-/// batch, and more of them can wait than the pool has connections.
+/// (client tokens, refresh, the otp grant, introspection, verifycode, sign-up)
+/// holds none while it waits for its batch, and more of them can wait than
+/// the pool has connections.
 pub struct Conn {
     backend: Backend,
     source: Source,

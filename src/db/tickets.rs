@@ -67,3 +67,120 @@ fn consume(conn: &mut DbConn, sql: &str, hash: &str, phone: &str, now: i64) -> D
     ];
     Ok(fixed::execute(conn, sql, &binds)? == 1)
 }
+
+/// verifycode's write on MySQL: its code, and the ticket it buys.
+#[cfg(feature = "mysql")]
+#[derive(Debug)]
+pub struct TicketForCode {
+    pub code: super::proofs::ProofKey,
+    pub ticket: TicketRow,
+    pub now: i64,
+}
+
+/// Spends the code and stores the ticket, with the verifycodes of concurrent
+/// requests (`db::batch`); answers whether the phone has a user, as of that
+/// transaction. `None`: nothing was stored (the code did not spend, or
+/// there is no batching here): the one-by-one path must run and say why.
+#[cfg(feature = "mysql")]
+pub fn store_for_code(conn: &mut super::Conn, write: TicketForCode) -> DbResult<Option<bool>> {
+    match &conn.batched {
+        Some(batched) => batched.tickets_for_codes.run(write),
+        None => Ok(None),
+    }
+}
+
+/// `store_for_code` for many requests: one alone is the one-by-one
+/// statements; more spend their codes together (`db::proofs`), insert the
+/// tickets with one multi-row `INSERT` and look up which phones have a user
+/// with one `SELECT`.
+#[cfg(feature = "mysql")]
+pub(super) fn store_for_codes(
+    conn: &mut DbConn,
+    batch: &[TicketForCode],
+) -> DbResult<Vec<Option<bool>>> {
+    use super::proofs::{self, Presented, ProofKey, TicketUse};
+    use diesel::sql_types::Text;
+    if let [one] = batch {
+        let ProofKey::Code { hash, max_attempts } = &one.code else {
+            return Ok(vec![None]);
+        };
+        let row = &one.ticket;
+        return conn.write_tx(|conn| {
+            if !super::codes::spend_if_matches(conn, &row.phone, hash, *max_attempts, one.now)? {
+                return Ok(vec![None]);
+            }
+            insert(conn, row)?;
+            Ok(vec![Some(super::users::phone_taken(conn, &row.phone)?)])
+        });
+    }
+    conn.write_tx(|conn| {
+        let presented: Vec<Presented<'_>> = batch
+            .iter()
+            .map(|w| Presented {
+                phone: &w.ticket.phone,
+                proof: &w.code,
+                now: w.now,
+            })
+            .collect();
+        let won = proofs::spend_many(conn, &presented, TicketUse::Token)?;
+        let winners: Vec<&TicketRow> = batch
+            .iter()
+            .zip(&won)
+            .filter_map(|(w, won)| won.then_some(&w.ticket))
+            .collect();
+        if winners.is_empty() {
+            return Ok(vec![None; batch.len()]);
+        }
+        let sql = fixed::values_sql(
+            "INSERT INTO verification_tickets (ticket_hash, phone, created_at, expires_at, \
+             used_for_user_at, used_for_token_at)",
+            "(?, ?, ?, ?, NULL, NULL)",
+            winners.len(),
+        );
+        let binds: Vec<Bind<'_>> = winners
+            .iter()
+            .flat_map(|t| {
+                debug_assert!(t.used_for_user_at.is_none() && t.used_for_token_at.is_none());
+                [
+                    Bind::Text(&t.ticket_hash),
+                    Bind::Text(&t.phone),
+                    Bind::BigInt(t.created_at),
+                    Bind::BigInt(t.expires_at),
+                ]
+            })
+            .collect();
+        fixed::execute(conn, &sql, &binds)?;
+        let phones = fixed::distinct_texts(winners.iter().map(|t| t.phone.as_str()));
+        let sql = fixed::in_list_sql("SELECT phone FROM accounts WHERE phone IN", phones.len());
+        let taken: Vec<String> = fixed::load_mysql::<Text, String>(conn, &sql, &phones)?;
+        Ok(batch
+            .iter()
+            .zip(&won)
+            .map(|(w, won)| won.then(|| taken.contains(&w.ticket.phone)))
+            .collect())
+    })
+}
+
+/// The ticket with this hash: `find`, on MySQL in one `SELECT` with the
+/// lookups of concurrent requests (`db::batch`).
+pub fn lookup(conn: &mut super::Conn, hash: &str) -> DbResult<Option<TicketRow>> {
+    #[cfg(feature = "mysql")]
+    if let Some(batched) = &conn.batched {
+        return batched.ticket_lookups.run(hash.to_string());
+    }
+    find(conn.db()?, hash)
+}
+
+/// `find` for many hashes in one statement: one answer per hash, in their order.
+#[cfg(feature = "mysql")]
+pub(super) fn find_many(conn: &mut DbConn, hashes: &[String]) -> DbResult<Vec<Option<TicketRow>>> {
+    use diesel::query_builder::AsQuery;
+    type Columns = <t::table as AsQuery>::SqlType;
+    fixed::load_mysql_by_keys::<Columns, TicketRow>(
+        conn,
+        "SELECT ticket_hash, phone, created_at, expires_at, used_for_user_at, \
+         used_for_token_at FROM verification_tickets WHERE ticket_hash IN",
+        hashes,
+        |row| &row.ticket_hash,
+    )
+}

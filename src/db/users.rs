@@ -48,7 +48,7 @@ pub fn insert(conn: &mut DbConn, user: &UserRow, account: Option<&AccountRow>) -
 /// New users with their accounts in one multi-row `INSERT` each (MySQL's
 /// batched otp grants, `db::otp_grant`). Run inside a transaction.
 #[cfg(feature = "mysql")]
-pub(super) fn insert_many(conn: &mut DbConn, rows: &[&(UserRow, AccountRow)]) -> DbResult<()> {
+pub(super) fn insert_many(conn: &mut DbConn, rows: &[(&UserRow, &AccountRow)]) -> DbResult<()> {
     use super::fixed::{self, Bind};
     let sql = fixed::values_sql(
         "INSERT INTO users (id, username, email, first_name, last_name, password_hash, \
@@ -102,6 +102,78 @@ pub(super) fn account_binds(account: Option<&AccountRow>) -> [super::fixed::Bind
         Bind::OptText(account.map(|a| a.zip_code.as_str())),
         Bind::OptInt(account.map(|a| i32::from(a.verified))),
     ]
+}
+
+/// A sign-up's write: the ticket it spends for its phone, the new user and
+/// its account.
+#[derive(Debug)]
+pub struct SignUpWrite {
+    pub ticket_hash: String,
+    pub now: i64,
+    pub user: UserRow,
+    pub account: AccountRow,
+}
+
+/// Spends the ticket (for the account's phone) and inserts the user and its
+/// account, in one transaction; on MySQL with the sign-ups of concurrent
+/// requests (`db::batch`). False: the ticket could not be spent, nothing
+/// was stored. A taken username or phone is `DbError::Conflict`.
+pub fn create_with_ticket(conn: &mut Conn, write: SignUpWrite) -> DbResult<bool> {
+    #[cfg(feature = "mysql")]
+    if let Some(batched) = &conn.batched {
+        return batched.sign_ups.run(write);
+    }
+    conn.write_tx(move |c| create_one(c, &write))
+}
+
+fn create_one(conn: &mut DbConn, write: &SignUpWrite) -> DbResult<bool> {
+    let phone = &write.account.phone;
+    if !super::tickets::consume_for_user(conn, &write.ticket_hash, phone, write.now)? {
+        return Ok(false);
+    }
+    insert(conn, &write.user, Some(&write.account))?;
+    Ok(true)
+}
+
+/// `create_with_ticket` for many requests: one alone is the one-by-one
+/// statements in a transaction; more spend their tickets together
+/// (`db::proofs`) and insert the users and accounts with one multi-row
+/// `INSERT` each. A taken username or phone fails the batch, which is then
+/// run again one sign-up at a time.
+#[cfg(feature = "mysql")]
+pub(super) fn create_many(conn: &mut DbConn, batch: &[SignUpWrite]) -> DbResult<Vec<bool>> {
+    use super::proofs::{self, Presented, ProofKey, TicketUse};
+    if let [one] = batch {
+        return conn.write_tx(|conn| create_one(conn, one).map(|stored| vec![stored]));
+    }
+    let keys: Vec<ProofKey> = batch
+        .iter()
+        .map(|w| ProofKey::Ticket {
+            hash: w.ticket_hash.clone(),
+        })
+        .collect();
+    conn.write_tx(|conn| {
+        let presented: Vec<Presented<'_>> = batch
+            .iter()
+            .zip(&keys)
+            .map(|(w, proof)| Presented {
+                phone: &w.account.phone,
+                proof,
+                now: w.now,
+            })
+            .collect();
+        let won = proofs::spend_many(conn, &presented, TicketUse::User)?;
+        let rows: Vec<(&UserRow, &AccountRow)> = batch
+            .iter()
+            .zip(&won)
+            .filter(|(_, won)| **won)
+            .map(|(w, _)| (&w.user, &w.account))
+            .collect();
+        if !rows.is_empty() {
+            insert_many(conn, &rows)?;
+        }
+        Ok(won)
+    })
 }
 
 pub fn delete(conn: &mut DbConn, id: &str) -> DbResult<()> {

@@ -74,8 +74,9 @@ pub async fn verifycode(
     let body = body::object(&req, payload).await?;
     let phone = phone_param(&state, &body)?;
     let code = body::required(&body, "code")?;
+    // Its statements are batched on MySQL when the code is right.
     let ticket = state
-        .blocking(move |conn, core| otp::verify_for_ticket(conn, core, &phone, &code, core.now()))
+        .batched(move |conn, core| otp::verify_for_ticket(conn, core, &phone, &code, core.now()))
         .await?;
     Ok(HttpResponse::Ok().json(json!({
         "secret_identifier": ticket.secret_identifier,
