@@ -316,6 +316,13 @@ async fn parallel_logins_and_refreshes_each_get_their_own_user() {
     assert_eq!(new_users.len(), RACERS / 4);
 }
 
+/// Another code of the same length.
+fn wrong_code(code: &str) -> String {
+    code.chars()
+        .map(|c| if c == '1' { '2' } else { '1' })
+        .collect()
+}
+
 /// What one racing otp grant must get.
 enum Expect {
     /// A phone without a user, with its right code: tokens for a new user.
@@ -375,18 +382,11 @@ async fn parallel_otp_grants_each_spend_their_own_proof() {
     for _ in 0..2 {
         let phone = new_phone();
         let right_code = server.get_code(&phone).await;
-        // Another code of the same length.
-        let wrong: String = right_code
-            .chars()
-            .map(|c| if c == '1' { '2' } else { '1' })
-            .collect();
+        let wrong = wrong_code(&right_code);
         grants.push((phone, "code", wrong, Expect::Wrong { right_code }));
     }
 
-    let held = server
-        .db
-        .hold_reads("otp_codes")
-        .unwrap_or_else(|| server.db.hold_writes("otp_codes"));
+    let held = server.db.hold_statements("otp_codes");
     let tasks: Vec<_> = grants
         .into_iter()
         .map(|(phone, field, proof, expect)| {
@@ -524,16 +524,10 @@ async fn parallel_verifycodes_and_sign_ups_each_get_their_own_answer() {
     asks.push(twice);
     let wrong_phone = new_phone();
     let right_code = server.get_code(&wrong_phone).await;
-    let wrong: String = right_code
-        .chars()
-        .map(|c| if c == '1' { '2' } else { '1' })
-        .collect();
+    let wrong = wrong_code(&right_code);
     asks.push((wrong_phone.clone(), wrong, false));
 
-    let held = server
-        .db
-        .hold_reads("otp_codes")
-        .unwrap_or_else(|| server.db.hold_writes("otp_codes"));
+    let held = server.db.hold_statements("otp_codes");
     let asked = std::sync::Arc::new(asks.clone());
     let answers = held_back(held, asks.len(), |i| {
         let (server, asked) = (server.clone(), asked.clone());
@@ -586,10 +580,7 @@ async fn parallel_verifycodes_and_sign_ups_each_get_their_own_answer() {
     sign_ups.insert(4, sign_ups[0].clone());
     let mut answers = Vec::new();
     for round in [&sign_ups[..5], &sign_ups[5..]] {
-        let held = server
-            .db
-            .hold_reads("verification_tickets")
-            .unwrap_or_else(|| server.db.hold_writes("verification_tickets"));
+        let held = server.db.hold_statements("verification_tickets");
         let asked = std::sync::Arc::new(round.to_vec());
         answers.extend(
             held_back(held, round.len(), |i| {
@@ -643,4 +634,101 @@ async fn parallel_verifycodes_and_sign_ups_each_get_their_own_answer() {
     };
     let (status, body, _) = server.otp_grant(&id, &secret, &loser.0, &loser.1).await;
     expect_error(status, &body, 400, "invalid_grant");
+}
+
+/// The codes SMS'd to `phone`, oldest first.
+fn codes_sent(server: &TestServer, phone: &str) -> Vec<String> {
+    let messages = server.sms.messages();
+    let to_phone = messages.iter().filter(|m| m["to"] == phone);
+    to_phone
+        .map(|m| m["code"].as_str().expect("code").to_string())
+        .collect()
+}
+
+/// Many getcodes at once, held back until they have queued (on MySQL they
+/// then share one transaction, `db::codes::issue_many`): new phones, one
+/// phone asked for twice, five phones from one address with a limit of three
+/// an hour. Each is counted against its own limits, a refused one against
+/// none, and every code sent is the phone's live one; with no cooldown, a
+/// phone asked for twice keeps only one live code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_getcodes_each_count_against_their_own_limits() {
+    let server = std::sync::Arc::new(TestServer::start_with(&[("PHONEKEY_OTP_PER_IP_HOUR", "3")]));
+    let shared_ip = new_ip();
+    let twice = new_phone();
+    // (phone, client address)
+    let mut asks: Vec<(String, String)> = (0..4).map(|_| (new_phone(), new_ip())).collect();
+    asks.push((twice.clone(), new_ip()));
+    asks.push((twice.clone(), new_ip()));
+    asks.extend((0..5).map(|_| (new_phone(), shared_ip.clone())));
+    let held = server.db.hold_statements("rate_limits");
+    let asked = std::sync::Arc::new(asks.clone());
+    let answers = held_back(held, asks.len(), |i| {
+        let (server, asked) = (server.clone(), asked.clone());
+        async move {
+            let (phone, ip) = &asked[i];
+            server
+                .post_form("/otp/getcode/", &[("phone", phone)], ip)
+                .await
+        }
+    })
+    .await;
+    let sent: Vec<bool> = answers.iter().map(|(status, ..)| *status == 200).collect();
+    assert!(sent[..4].iter().all(|s| *s), "{answers:?}");
+    assert_eq!(sent[4..6].iter().filter(|s| **s).count(), 1, "{answers:?}");
+    assert_eq!(sent[6..].iter().filter(|s| **s).count(), 3, "{answers:?}");
+    for ((phone, _), (status, body, _)) in asks.iter().zip(&answers) {
+        if *status != 200 {
+            expect_error(*status, body, 429, "rate_limited");
+            if *phone != twice {
+                // Refused by the address's limit: the phone's own limit
+                // counted nothing, so another address may ask at once.
+                let (status, body, _) = server
+                    .post_form("/otp/getcode/", &[("phone", phone)], &new_ip())
+                    .await;
+                assert_eq!(status, 200, "{body}");
+            }
+        }
+        let codes = codes_sent(&server, phone);
+        assert_eq!(codes.len(), 1, "one SMS to {phone}");
+        if *phone == twice && *status != 200 {
+            continue;
+        }
+        let (status, body) = server.verify(phone, &codes[0]).await;
+        assert_eq!(status, 200, "the code sent is live: {body}");
+    }
+
+    // Without a cooldown every ask for one phone is served, and each code
+    // supersedes the one before, whichever order they were stored in (three
+    // asks: the first to arrive may be stored alone, the others together).
+    let server = std::sync::Arc::new(TestServer::start_with(&[(
+        "PHONEKEY_OTP_RESEND_SECONDS",
+        "0",
+    )]));
+    let phone = new_phone();
+    let held = server.db.hold_statements("rate_limits");
+    let answers = held_back(held, 3, |_| {
+        let (server, phone) = (server.clone(), phone.clone());
+        async move {
+            server
+                .post_form("/otp/getcode/", &[("phone", &phone)], &new_ip())
+                .await
+        }
+    })
+    .await;
+    assert!(
+        answers.iter().all(|(status, ..)| *status == 200),
+        "{answers:?}"
+    );
+    let codes = codes_sent(&server, &phone);
+    assert_eq!(codes.len(), 3);
+    let mut verified = 0;
+    for code in &codes {
+        let (status, body) = server.verify(&phone, code).await;
+        match status {
+            200 => verified += 1,
+            _ => expect_error(status, &body, 400, "invalid_code"),
+        }
+    }
+    assert_eq!(verified, 1, "one live code per phone");
 }

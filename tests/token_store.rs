@@ -150,9 +150,7 @@ fn concurrent_rotations_spend_each_token_once() {
         .chain(spent.iter().cloned())
         .collect();
 
-    let held = test_db
-        .hold_reads("refresh_tokens")
-        .unwrap_or_else(|| test_db.hold_writes("refresh_tokens"));
+    let held = test_db.hold_statements("refresh_tokens");
     let start = Arc::new(Barrier::new(presented.len()));
     let rotations: Vec<_> = presented
         .into_iter()

@@ -6,7 +6,8 @@
 //! 4.7-6x the rows per second of single-row ones, docs/performance.md), so a
 //! request hands its row to a thread that owns a connection of its own,
 //! takes every row queued meanwhile, and runs them as one statement (or, for
-//! refresh rotations, otp grants, verifycodes and sign-ups, one transaction).
+//! refresh rotations, getcodes, otp grants, verifycodes and sign-ups, one
+//! transaction).
 //! InnoDB runs a statement all or nothing, so every request is answered after the commit that holds its row; a batch that fails for a
 //! reason other than a lost connection is run again row by row, so that one
 //! bad row fails only its own request.
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::tokens::{self, AccessTokenRow, RefreshTokenRow, WithUsername};
-use super::{otp_grant, tickets, users, DbConn, DbError, DbResult, TRUST_FOR};
+use super::{codes, otp_grant, tickets, users, DbConn, DbError, DbResult, TRUST_FOR};
 
 /// Rows per statement at most: bounds the statement's size (and the number
 /// of statements a connection prepares, one per batch size).
@@ -219,7 +220,7 @@ fn next_batch<R, A>(queue: &Receiver<Pending<R, A>>) -> Option<Vec<Pending<R, A>
 }
 
 /// The statements run for many requests at once, each by its own thread with
-/// its own connection (nine per server process, beside the pool).
+/// its own connection (ten per server process, beside the pool).
 pub(super) struct Batched {
     pub(super) access_inserts: Batcher<AccessTokenRow, ()>,
     pub(super) access_lookups: Batcher<String, Option<WithUsername<AccessTokenRow>>>,
@@ -230,6 +231,7 @@ pub(super) struct Batched {
     pub(super) tickets_for_codes: Batcher<tickets::TicketForCode, Option<bool>>,
     pub(super) ticket_lookups: Batcher<String, Option<tickets::TicketRow>>,
     pub(super) sign_ups: Batcher<users::SignUpWrite, bool>,
+    pub(super) new_codes: Batcher<codes::CodeIssue, Result<(), i64>>,
 }
 
 impl Batched {
@@ -256,7 +258,8 @@ impl Batched {
                 tickets::store_for_codes,
             ),
             ticket_lookups: Batcher::new("ticket-lookups", open.clone(), tickets::find_many),
-            sign_ups: Batcher::new("sign-ups", open, users::create_many),
+            sign_ups: Batcher::new("sign-ups", open.clone(), users::create_many),
+            new_codes: Batcher::new("new-codes", open, codes::issue_many),
         }
     }
 }

@@ -79,7 +79,8 @@ pub struct Slot {
 /// What a request or a command reaches the database through. A pooled one
 /// takes its connection from the pool at its first statement that needs
 /// one (`db`), so that on MySQL a request whose statements are all batched
-/// (client tokens, refresh, the otp grant, introspection, verifycode, sign-up)
+/// (client tokens, refresh, the otp grant, introspection, getcode, verifycode,
+/// sign-up)
 /// holds none while it waits for its batch, and more of them can wait than
 /// the pool has connections.
 pub struct Conn {

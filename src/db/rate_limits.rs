@@ -70,9 +70,90 @@ pub fn hit(conn: &mut DbConn, bucket: &str, limit: &Limit, now: i64) -> DbResult
     let (window_start, hits, last_at) = rows
         .pop()
         .ok_or_else(|| super::DbError::Other(format!("rate limit bucket {bucket} vanished")))?;
-    let mut wait = last_at + limit.cooldown - now;
-    if hits >= max_hits {
-        wait = wait.max(window_start + limit.window_seconds - now);
+    let refused = Bucket {
+        window_start,
+        hits,
+        last_at,
+    };
+    Ok(Some(limit.wait(&refused, now)))
+}
+
+/// A bucket's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    pub window_start: i64,
+    pub hits: i32,
+    pub last_at: i64,
+}
+
+impl Bucket {
+    /// A bucket as `hit` creates it, before its first hit.
+    pub fn new(now: i64) -> Bucket {
+        Bucket {
+            window_start: now,
+            hits: 0,
+            last_at: i64::MIN / 2,
+        }
     }
-    Ok(Some(wait.max(1)))
+}
+
+impl Limit {
+    /// `hit`'s conditional `UPDATE` on a bucket held in memory (MySQL's
+    /// batched getcodes, `db::codes`): the bucket after the hit, or the
+    /// seconds to wait.
+    pub fn apply(&self, bucket: Bucket, now: i64) -> Result<Bucket, i64> {
+        let window_over = now - self.window_seconds;
+        let new_window = bucket.window_start <= window_over;
+        let allowed = bucket.last_at <= now - self.cooldown
+            && (new_window || bucket.hits < self.max_hits.unwrap_or(i32::MAX));
+        if !allowed {
+            return Err(self.wait(&bucket, now));
+        }
+        Ok(Bucket {
+            window_start: if new_window { now } else { bucket.window_start },
+            hits: if new_window { 1 } else { bucket.hits + 1 },
+            last_at: now,
+        })
+    }
+
+    /// How long a refused hit on `bucket` must wait (at least a second).
+    fn wait(&self, bucket: &Bucket, now: i64) -> i64 {
+        let mut wait = bucket.last_at + self.cooldown - now;
+        if bucket.hits >= self.max_hits.unwrap_or(i32::MAX) {
+            wait = wait.max(bucket.window_start + self.window_seconds - now);
+        }
+        wait.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hit_in_memory_follows_the_cooldown_window_and_limit() {
+        let limit = Limit {
+            window_seconds: 3600,
+            max_hits: Some(2),
+            cooldown: 60,
+        };
+        let t = 1_800_000_000;
+        let first = limit.apply(Bucket::new(t), t).expect("first hit");
+        assert_eq!((first.hits, first.window_start, first.last_at), (1, t, t));
+        // Within the cooldown: wait for its end.
+        assert_eq!(limit.apply(first, t + 10), Err(50));
+        let second = limit.apply(first, t + 60).expect("after the cooldown");
+        assert_eq!(second.hits, 2);
+        // The window's limit is reached: wait for the window's end.
+        assert_eq!(limit.apply(second, t + 200), Err(3400));
+        // A new window starts counting again.
+        let third = limit.apply(second, t + 3600).expect("a new window");
+        assert_eq!((third.hits, third.window_start), (1, t + 3600));
+        let unlimited = Limit {
+            window_seconds: 3600,
+            max_hits: None,
+            cooldown: 0,
+        };
+        assert!(unlimited.apply(third, t + 3600).is_ok());
+    }
 }

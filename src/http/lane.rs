@@ -1,6 +1,6 @@
 //! MySQL: threads of their own for the requests whose statements are all
 //! batched in the common case (client-credentials, refresh and otp-grant
-//! tokens, introspection, verifycode, user creation). Such a
+//! tokens, introspection, getcode, verifycode, user creation). Such a
 //! request spends its time waiting for its batch and holds no pooled
 //! connection meanwhile (`db::Conn` takes one only for a statement that is
 //! not batched), so many more can wait than the pool has connections, and

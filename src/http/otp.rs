@@ -24,8 +24,9 @@ pub(super) async fn send_code(
 ) -> AppResult<otp::NewCode> {
     let issued = {
         let phone = phone.to_string();
+        // Its statements are batched on MySQL.
         state
-            .blocking(move |conn, core| otp::issue_code(conn, core, &phone, &ip, core.now()))
+            .batched(move |conn, core| otp::issue_code(conn, core, &phone, &ip, core.now()))
             .await?
     };
     let core = &state.core;

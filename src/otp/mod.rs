@@ -88,29 +88,37 @@ pub fn issue_code(
         superseded_at: None,
         verified_at: None,
     };
-    let client_ip = client_ip.to_string();
-    let id = conn.write_tx(move |conn| {
-        if let Some(wait) =
-            db::rate_limits::hit(conn, &format!("phone:{}", row.phone), &phone_limit, now)?
-        {
-            return Err(AppError::RateLimited { retry_after: wait });
-        }
-        if ip_limit.max_hits.is_some() {
-            if let Some(wait) =
-                db::rate_limits::hit(conn, &format!("ip:{client_ip}"), &ip_limit, now)?
-            {
-                return Err(AppError::RateLimited { retry_after: wait });
-            }
-        }
-        db::codes::replace(conn, &row)?;
-        Ok(row.id)
-    })?;
-    Ok(NewCode {
-        id,
+    // The phone's bucket first, then the client address's.
+    let mut buckets = vec![(format!("phone:{phone}"), phone_limit)];
+    if ip_limit.max_hits.is_some() {
+        buckets.push((format!("ip:{client_ip}"), ip_limit));
+    }
+    let new_code = NewCode {
+        id: row.id.clone(),
         code,
         expires_in: cfg.code_ttl,
         resend_in: cfg.resend_seconds,
-    })
+    };
+    let limited = |wait| AppError::RateLimited { retry_after: wait };
+    // On MySQL with the getcodes of concurrent requests.
+    #[cfg(feature = "mysql")]
+    let (buckets, row) = {
+        let issue = db::codes::CodeIssue { buckets, row, now };
+        match db::codes::issue_batched(conn, issue) {
+            Ok(stored) => return stored?.map(|()| new_code).map_err(limited),
+            Err(issue) => (issue.buckets, issue.row),
+        }
+    };
+    conn.write_tx(move |conn| {
+        for (bucket, limit) in &buckets {
+            if let Some(wait) = db::rate_limits::hit(conn, bucket, limit, now)? {
+                return Err(limited(wait));
+            }
+        }
+        db::codes::replace(conn, &row)?;
+        Ok(())
+    })?;
+    Ok(new_code)
 }
 
 /// Forgets a code the SMS provider could not deliver.

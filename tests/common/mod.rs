@@ -159,6 +159,15 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Holds back the server's statements on `table`: on MySQL all of them
+    /// (`hold_reads`), on SQLite every write (`hold_writes`).
+    pub fn hold_statements(&self, table: &str) -> WritesHeld {
+        self.hold_reads(table)
+            .unwrap_or_else(|| self.hold_writes(table))
+    }
+}
+
 impl WritesHeld {
     pub fn release(self) {
         use diesel::connection::SimpleConnection;
