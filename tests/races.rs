@@ -732,3 +732,61 @@ async fn parallel_getcodes_each_count_against_their_own_limits() {
     }
     assert_eq!(verified, 1, "one live code per phone");
 }
+
+/// Two servers on one database, as two processes are (each with its own
+/// pool, writer and batching threads), take getcodes at once: the limits
+/// hold across them. Five phones from one address with a limit of three an
+/// hour, and one phone asked for by six requests, alternately on each server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_hold_across_two_server_processes() {
+    let settings = [("PHONEKEY_OTP_PER_IP_HOUR", "3")];
+    let first = std::sync::Arc::new(TestServer::start_with(&settings));
+    let url = first.db.url();
+    let second = std::sync::Arc::new(TestServer::start_on(
+        TestDb::new(),
+        &[settings[0], ("DATABASE_URL", &url)],
+    ));
+    let shared_ip = new_ip();
+    let phone = new_phone();
+    let mut asks: Vec<(String, String)> =
+        (0..5).map(|_| (new_phone(), shared_ip.clone())).collect();
+    asks.extend((0..6).map(|_| (phone.clone(), new_ip())));
+    let held = first.db.hold_statements("rate_limits");
+    let asked = std::sync::Arc::new(asks.clone());
+    let answers = held_back(held, asks.len(), |i| {
+        let server = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        let asked = asked.clone();
+        async move {
+            let (phone, ip) = &asked[i];
+            server
+                .post_form("/otp/getcode/", &[("phone", phone)], ip)
+                .await
+        }
+    })
+    .await;
+    for (status, body, _) in &answers {
+        if *status != 200 {
+            expect_error(*status, body, 429, "rate_limited");
+        }
+    }
+    let sent = |range: std::ops::Range<usize>| {
+        answers[range]
+            .iter()
+            .filter(|(status, ..)| *status == 200)
+            .count()
+    };
+    assert_eq!(
+        sent(0..5),
+        3,
+        "three codes an hour from one address: {answers:?}"
+    );
+    assert_eq!(
+        sent(5..11),
+        1,
+        "one code per cooldown for one phone: {answers:?}"
+    );
+}
