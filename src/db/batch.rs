@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::tokens::{self, AccessTokenRow, RefreshTokenRow, WithUsername};
-use super::{codes, otp_grant, tickets, users, DbConn, DbError, DbResult, TRUST_FOR};
+use super::{codes, fixed, otp_grant, tickets, users, DbConn, DbError, DbResult, TRUST_FOR};
 
-/// Rows per statement at most: bounds the statement's size (and the number
-/// of statements a connection prepares, one per batch size).
-const MAX_BATCH: usize = 64;
+/// Rows per batch at most: bounds the statements' size (`fixed::ROW_COUNTS`
+/// bounds how many of them a connection prepares).
+const MAX_BATCH: usize = fixed::MAX_ROWS;
 
 type Opener = dyn Fn() -> DbResult<DbConn> + Send + Sync;
 /// Runs one statement for `rows`; answers one `A` per row, in their order.

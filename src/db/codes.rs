@@ -162,33 +162,31 @@ pub(super) fn issue_many(conn: &mut DbConn, batch: &[CodeIssue]) -> DbResult<Vec
             .collect();
         names.sort_by(|a, b| a.0.cmp(b.0));
         names.dedup_by(|a, b| a.0 == b.0);
-        if !names.is_empty() {
-            let sql = fixed::values_sql(
-                "INSERT INTO rate_limits (bucket, window_start, hits, last_at)",
-                "(?, ?, ?, ?)",
-                names.len(),
-            );
-            let fresh: Vec<Bucket> = names.iter().map(|(_, now)| Bucket::new(*now)).collect();
-            let binds: Vec<Bind<'_>> = names
-                .iter()
-                .zip(&fresh)
-                .flat_map(|((name, _), b)| bucket_binds(name, b))
-                .collect();
-            let sql = format!("{sql} ON DUPLICATE KEY UPDATE bucket = bucket");
-            fixed::execute(conn, &sql, &binds)?;
-        }
+        let fresh: Vec<Bucket> = names.iter().map(|(_, now)| Bucket::new(*now)).collect();
+        let binds: Vec<Bind<'_>> = names
+            .iter()
+            .zip(&fresh)
+            .flat_map(|((name, _), b)| bucket_binds(name, b))
+            .collect();
+        let statement = (
+            BUCKETS_INSERT,
+            "(?, ?, ?, ?)",
+            " ON DUPLICATE KEY UPDATE bucket = bucket",
+        );
+        fixed::insert_rows(conn, statement, 4, &binds)?;
         let keys: Vec<Bind<'_>> = names.iter().map(|(name, _)| Bind::Text(name)).collect();
         let mut state: HashMap<String, Bucket> = HashMap::new();
         if !keys.is_empty() {
-            let sql = fixed::in_list_sql(
+            let (sql, binds) = fixed::in_list(
                 "SELECT bucket, window_start, hits, last_at FROM rate_limits WHERE bucket IN",
-                keys.len(),
+                &[],
+                &keys,
             );
             let rows: Vec<(String, i64, i32, i64)> = fixed::load_mysql::<
                 (Text, BigInt, Integer, BigInt),
                 _,
             >(
-                conn, &format!("{sql} FOR UPDATE"), &keys
+                conn, &format!("{sql} FOR UPDATE"), &binds
             )?;
             for (name, window_start, hits, last_at) in rows {
                 let bucket = Bucket {
@@ -239,20 +237,17 @@ pub(super) fn issue_many(conn: &mut DbConn, batch: &[CodeIssue]) -> DbResult<Vec
         }
         if !changed.is_empty() {
             changed.sort_unstable();
-            let sql = fixed::values_sql(
-                "INSERT INTO rate_limits (bucket, window_start, hits, last_at)",
-                "(?, ?, ?, ?)",
-                changed.len(),
-            );
-            let sql = format!(
-                "{sql} ON DUPLICATE KEY UPDATE window_start = VALUES(window_start), \
-                 hits = VALUES(hits), last_at = VALUES(last_at)"
-            );
             let binds: Vec<Bind<'_>> = changed
                 .iter()
                 .flat_map(|name| bucket_binds(name, &state[*name]))
                 .collect();
-            fixed::execute(conn, &sql, &binds)?;
+            let statement = (
+                BUCKETS_INSERT,
+                "(?, ?, ?, ?)",
+                " ON DUPLICATE KEY UPDATE window_start = VALUES(window_start), \
+                 hits = VALUES(hits), last_at = VALUES(last_at)",
+            );
+            fixed::insert_rows(conn, statement, 4, &binds)?;
         }
         let phones = fixed::distinct_texts(winners.iter().map(|r| r.phone.as_str()));
         let now = winners
@@ -260,12 +255,12 @@ pub(super) fn issue_many(conn: &mut DbConn, batch: &[CodeIssue]) -> DbResult<Vec
             .map(|r| r.created_at)
             .max()
             .unwrap_or_default();
-        let sql = fixed::in_list_sql(
+        let (sql, binds) = fixed::in_list(
             "UPDATE otp_codes SET superseded_at = ? \
              WHERE superseded_at IS NULL AND verified_at IS NULL AND phone IN",
-            phones.len(),
+            &[Bind::BigInt(now)],
+            &phones,
         );
-        let binds: Vec<Bind<'_>> = std::iter::once(Bind::BigInt(now)).chain(phones).collect();
         fixed::execute(conn, &sql, &binds)?;
         // A phone won twice in this batch: its earlier codes are superseded
         // by its last one, as one request after the other would leave them.
@@ -277,12 +272,6 @@ pub(super) fn issue_many(conn: &mut DbConn, batch: &[CodeIssue]) -> DbResult<Vec
                 later.map(|r| r.created_at)
             })
             .collect();
-        let sql = fixed::values_sql(
-            "INSERT INTO otp_codes (id, phone, code_hash, created_at, expires_at, attempts, \
-             superseded_at, verified_at)",
-            "(?, ?, ?, ?, ?, ?, ?, NULL)",
-            winners.len(),
-        );
         let binds: Vec<Bind<'_>> = winners
             .iter()
             .zip(&superseded)
@@ -299,10 +288,19 @@ pub(super) fn issue_many(conn: &mut DbConn, batch: &[CodeIssue]) -> DbResult<Vec
                 ]
             })
             .collect();
-        fixed::execute(conn, &sql, &binds)?;
+        let statement = (
+            "INSERT INTO otp_codes (id, phone, code_hash, created_at, expires_at, attempts, \
+             superseded_at, verified_at)",
+            "(?, ?, ?, ?, ?, ?, ?, NULL)",
+            "",
+        );
+        fixed::insert_rows(conn, statement, 7, &binds)?;
         Ok(answers)
     })
 }
+
+#[cfg(feature = "mysql")]
+const BUCKETS_INSERT: &str = "INSERT INTO rate_limits (bucket, window_start, hits, last_at)";
 
 #[cfg(feature = "mysql")]
 fn bucket_binds<'a>(name: &'a str, b: &super::rate_limits::Bucket) -> [Bind<'a>; 4] {

@@ -154,8 +154,11 @@ where
     U: Clone,
     for<'q> FixedLoad<'q, ST>: diesel::query_dsl::LoadQuery<'q, diesel::MysqlConnection, U>,
 {
-    let binds = distinct_texts(keys.iter().map(String::as_str));
-    let sql = in_list_sql(select, binds.len());
+    let (sql, binds) = in_list(
+        select,
+        &[],
+        &distinct_texts(keys.iter().map(String::as_str)),
+    );
     let found: Vec<U> = load_mysql::<ST, U>(conn, &sql, &binds)?;
     Ok(keys
         .iter()
@@ -163,17 +166,66 @@ where
         .collect())
 }
 
-/// `head` (an `INSERT … (columns)`) with `rows` copies of `row`, the
-/// placeholders of one row, as its `VALUES`.
+/// The row counts a batched statement is made for. MySQL keeps a prepared
+/// statement per distinct SQL text on every connection, and the server
+/// counts them all against `max_prepared_stmt_count` (16,382 by default, for
+/// every client together): with a statement for each count up to the batch
+/// limit, one process prepared over 1,100 under load and its memory grew
+/// by about 25 MiB. So `IN` lists are padded up to one of these counts and
+/// multi-row `INSERT`s are split into them.
 #[cfg(feature = "mysql")]
-pub fn values_sql(head: &str, row: &str, rows: usize) -> String {
-    format!("{head} VALUES {}", vec![row; rows].join(", "))
+const ROW_COUNTS: [usize; 14] = [1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64];
+
+/// The largest row count of `ROW_COUNTS` (the batch limit).
+#[cfg(feature = "mysql")]
+pub const MAX_ROWS: usize = ROW_COUNTS[ROW_COUNTS.len() - 1];
+
+/// Inserts rows of `per_row` binds each: `head` (an `INSERT … (columns)`),
+/// `VALUES` with `row` (one row's placeholders) repeated, then `tail` (empty
+/// or an `ON DUPLICATE KEY …` clause), in as few statements of
+/// `ROW_COUNTS` rows as add up to them. Returns the rows changed.
+#[cfg(feature = "mysql")]
+pub fn insert_rows(
+    conn: &mut DbConn,
+    (head, row, tail): (&str, &str, &str),
+    per_row: usize,
+    binds: &[Bind<'_>],
+) -> DbResult<usize> {
+    let mut changed = 0;
+    let mut rest = binds;
+    while !rest.is_empty() {
+        let rows = rest.len() / per_row.max(1);
+        let count = ROW_COUNTS
+            .iter()
+            .rev()
+            .copied()
+            .find(|&c| c <= rows)
+            .unwrap_or(1);
+        let (now, later) = rest.split_at((count * per_row).min(rest.len()));
+        let sql = format!("{head} VALUES {}{tail}", vec![row; count].join(", "));
+        changed += execute(conn, &sql, now)?;
+        rest = later;
+    }
+    Ok(changed)
 }
 
-/// `list` (a statement ending in `IN`) with `keys` placeholders in parentheses.
+/// `list` (a statement ending in `IN`) with its list, and the binds: the
+/// `prefix` ones (of the `?`s before the list), then `keys` (at least one)
+/// padded to a count of `ROW_COUNTS` by repeating the last: a key listed twice
+/// selects or changes nothing more.
 #[cfg(feature = "mysql")]
-pub fn in_list_sql(list: &str, keys: usize) -> String {
-    format!("{list} ({})", vec!["?"; keys].join(", "))
+pub fn in_list<'a>(list: &str, prefix: &[Bind<'a>], keys: &[Bind<'a>]) -> (String, Vec<Bind<'a>>) {
+    let count = ROW_COUNTS
+        .iter()
+        .copied()
+        .find(|&c| c >= keys.len())
+        .unwrap_or(keys.len());
+    let mut binds = prefix.to_vec();
+    binds.extend_from_slice(keys);
+    if let Some(&last) = keys.last() {
+        binds.extend(std::iter::repeat_n(last, count - keys.len()));
+    }
+    (format!("{list} ({})", vec!["?"; count].join(", ")), binds)
 }
 
 /// The distinct `keys` of an `IN (…)` list, in key order, as binds: many
@@ -185,4 +237,48 @@ pub fn distinct_texts<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<Bind<'a>> 
     keys.sort_unstable();
     keys.dedup();
     keys.into_iter().map(Bind::Text).collect()
+}
+
+#[cfg(all(test, feature = "mysql"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_are_padded_to_a_row_count() {
+        let keys = [Bind::Text("a"), Bind::Text("b"), Bind::Text("c")];
+        let (sql, binds) = in_list("SELECT x FROM t WHERE k IN", &[Bind::Int(1)], &keys[..3]);
+        assert_eq!(sql, "SELECT x FROM t WHERE k IN (?, ?, ?)");
+        assert_eq!(binds.len(), 4);
+        let nine: Vec<Bind<'_>> = (0..9).map(|_| Bind::Text("k")).collect();
+        let (sql, binds) = in_list("IN", &[], &nine);
+        assert_eq!(sql.matches('?').count(), 12);
+        assert!(matches!(binds[11], Bind::Text("k")));
+        assert_eq!(binds.len(), 12);
+    }
+
+    #[test]
+    fn rows_are_inserted_in_statements_of_a_row_count() {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let mut conn = DbConn::Sqlite(
+            diesel::SqliteConnection::establish(":memory:").expect("an in-memory database"),
+        );
+        conn.batch_execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+            .expect("a table");
+        // 11 rows: one statement of 8 and one of 3.
+        let keys: Vec<i32> = (0..11).collect();
+        let binds: Vec<Bind<'_>> = keys
+            .iter()
+            .flat_map(|k| [Bind::Int(*k), Bind::Text("v")])
+            .collect();
+        let statement = ("INSERT INTO t (k, v)", "(?, ?)", "");
+        assert_eq!(
+            insert_rows(&mut conn, statement, 2, &binds).expect("insert"),
+            11
+        );
+        let (sql, binds) = in_list("DELETE FROM t WHERE k IN", &[], &binds[..2]);
+        assert_eq!(execute(&mut conn, &sql, &binds).expect("delete"), 1);
+        let rest = execute(&mut conn, "DELETE FROM t", &[]).expect("delete");
+        assert_eq!(rest, 10);
+    }
 }

@@ -94,16 +94,17 @@ fn claim_codes(
     if phones.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = fixed::in_list_sql(
+    let (sql, binds) = fixed::in_list(
         "SELECT id, phone, code_hash, attempts, expires_at FROM otp_codes \
          WHERE superseded_at IS NULL AND verified_at IS NULL AND phone IN",
-        phones.len(),
+        &[],
+        &phones,
     );
     let live: Vec<(String, String, String, i32, i64)> =
         fixed::load_mysql::<(Text, Text, Text, Integer, BigInt), _>(
             conn,
             &format!("{sql} FOR UPDATE"),
-            &phones,
+            &binds,
         )?;
     let mut claimed = Vec::new();
     for (p, won) in presented.iter().zip(won.iter_mut()) {
@@ -142,16 +143,14 @@ fn claim_tickets(
     if hashes.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = fixed::in_list_sql(
-        &format!(
-            "SELECT ticket_hash, phone, expires_at FROM verification_tickets \
+    let select = format!(
+        "SELECT ticket_hash, phone, expires_at FROM verification_tickets \
              WHERE {} IS NULL AND ticket_hash IN",
-            tickets_for.column()
-        ),
-        hashes.len(),
+        tickets_for.column()
     );
+    let (sql, binds) = fixed::in_list(&select, &[], &hashes);
     let unspent: Vec<(String, String, i64)> =
-        fixed::load_mysql::<(Text, Text, BigInt), _>(conn, &format!("{sql} FOR UPDATE"), &hashes)?;
+        fixed::load_mysql::<(Text, Text, BigInt), _>(conn, &format!("{sql} FOR UPDATE"), &binds)?;
     let mut claimed: HashSet<&str> = HashSet::new();
     for (p, won) in presented.iter().zip(won.iter_mut()) {
         let ProofKey::Ticket { hash } = p.proof else {
@@ -171,9 +170,9 @@ fn spend(conn: &mut DbConn, update: &str, now: i64, keys: &[String]) -> DbResult
     if keys.is_empty() {
         return Ok(());
     }
-    let mut binds = vec![Bind::BigInt(now)];
-    binds.extend(keys.iter().map(|k| Bind::Text(k)));
-    let spent = fixed::execute(conn, &fixed::in_list_sql(update, keys.len()), &binds)?;
+    let keys: Vec<Bind<'_>> = keys.iter().map(|k| Bind::Text(k)).collect();
+    let (sql, binds) = fixed::in_list(update, &[Bind::BigInt(now)], &keys);
+    let spent = fixed::execute(conn, &sql, &binds)?;
     if spent != keys.len() {
         // Locked above, so this cannot happen; if it does, store nothing.
         return Err(DbError::Other("a locked proof was not spent".into()));

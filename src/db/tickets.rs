@@ -131,12 +131,6 @@ pub(super) fn store_for_codes(
         if winners.is_empty() {
             return Ok(vec![None; batch.len()]);
         }
-        let sql = fixed::values_sql(
-            "INSERT INTO verification_tickets (ticket_hash, phone, created_at, expires_at, \
-             used_for_user_at, used_for_token_at)",
-            "(?, ?, ?, ?, NULL, NULL)",
-            winners.len(),
-        );
         let binds: Vec<Bind<'_>> = winners
             .iter()
             .flat_map(|t| {
@@ -149,10 +143,17 @@ pub(super) fn store_for_codes(
                 ]
             })
             .collect();
-        fixed::execute(conn, &sql, &binds)?;
+        let statement = (
+            "INSERT INTO verification_tickets (ticket_hash, phone, created_at, expires_at, \
+             used_for_user_at, used_for_token_at)",
+            "(?, ?, ?, ?, NULL, NULL)",
+            "",
+        );
+        fixed::insert_rows(conn, statement, 4, &binds)?;
         let phones = fixed::distinct_texts(winners.iter().map(|t| t.phone.as_str()));
-        let sql = fixed::in_list_sql("SELECT phone FROM accounts WHERE phone IN", phones.len());
-        let taken: Vec<String> = fixed::load_mysql::<Text, String>(conn, &sql, &phones)?;
+        let (sql, binds) =
+            fixed::in_list("SELECT phone FROM accounts WHERE phone IN", &[], &phones);
+        let taken: Vec<String> = fixed::load_mysql::<Text, String>(conn, &sql, &binds)?;
         Ok(batch
             .iter()
             .zip(&won)

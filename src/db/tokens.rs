@@ -81,14 +81,14 @@ pub(super) fn insert_access_many<'a>(
     conn: &mut DbConn,
     rows: impl ExactSizeIterator<Item = &'a AccessTokenRow>,
 ) -> DbResult<()> {
-    let sql = fixed::values_sql(
+    let binds: Vec<Bind<'_>> = rows.flat_map(access_binds).collect();
+    let statement = (
         "INSERT INTO access_tokens (jti, client_id, user_id, scope, family, issued_at, \
          expires_at, revoked, audience, token_hash)",
         "(?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-        rows.len(),
+        "",
     );
-    let binds: Vec<Bind<'_>> = rows.flat_map(access_binds).collect();
-    fixed::execute(conn, &sql, &binds).map(drop)
+    fixed::insert_rows(conn, statement, 9, &binds).map(drop)
 }
 
 /// New refresh tokens in one multi-row `INSERT` (neither spent nor revoked).
@@ -97,14 +97,14 @@ pub(super) fn insert_refresh_many<'a>(
     conn: &mut DbConn,
     rows: impl ExactSizeIterator<Item = &'a RefreshTokenRow>,
 ) -> DbResult<()> {
-    let sql = fixed::values_sql(
+    let binds: Vec<Bind<'_>> = rows.flat_map(|r| refresh_binds(Some(r))).collect();
+    let statement = (
         "INSERT INTO refresh_tokens (token_hash, family, parent_hash, client_id, user_id, \
          scope, issued_at, expires_at, used_at, revoked, resource)",
         "(?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?)",
-        rows.len(),
+        "",
     );
-    let binds: Vec<Bind<'_>> = rows.flat_map(|r| refresh_binds(Some(r))).collect();
-    fixed::execute(conn, &sql, &binds).map(drop)
+    fixed::insert_rows(conn, statement, 9, &binds).map(drop)
 }
 
 /// A refresh rotation queued for `rotate_refresh_rows`.
@@ -130,11 +130,12 @@ pub(super) fn rotate_refresh_rows(conn: &mut DbConn, batch: &[Rotation]) -> DbRe
         return Ok(vec![stored]);
     }
     conn.write_tx(|conn| {
-        let binds = fixed::distinct_texts(batch.iter().map(|r| r.old_key.as_str()));
-        let sql = fixed::in_list_sql(
+        let keys = fixed::distinct_texts(batch.iter().map(|r| r.old_key.as_str()));
+        let (sql, binds) = fixed::in_list(
             "SELECT token_hash FROM refresh_tokens \
              WHERE used_at IS NULL AND revoked = 0 AND token_hash IN",
-            binds.len(),
+            &[],
+            &keys,
         );
         let unspent: Vec<String> =
             fixed::load_mysql::<Text, String>(conn, &format!("{sql} FOR UPDATE"), &binds)?;
@@ -153,12 +154,12 @@ pub(super) fn rotate_refresh_rows(conn: &mut DbConn, batch: &[Rotation]) -> DbRe
             return Ok(won);
         }
         let now = winners.iter().map(|r| r.now).max().unwrap_or_default();
-        let sql = fixed::in_list_sql(
+        let keys: Vec<Bind<'_>> = winners.iter().map(|r| Bind::Text(&r.old_key)).collect();
+        let (sql, binds) = fixed::in_list(
             "UPDATE refresh_tokens SET used_at = ? WHERE token_hash IN",
-            winners.len(),
+            &[Bind::BigInt(now)],
+            &keys,
         );
-        let mut binds = vec![Bind::BigInt(now)];
-        binds.extend(winners.iter().map(|r| Bind::Text(&r.old_key)));
         let spent = fixed::execute(conn, &sql, &binds)?;
         if spent != winners.len() {
             // Locked above, so this cannot happen; if it does, store nothing.

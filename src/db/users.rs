@@ -50,24 +50,24 @@ pub fn insert(conn: &mut DbConn, user: &UserRow, account: Option<&AccountRow>) -
 #[cfg(feature = "mysql")]
 pub(super) fn insert_many(conn: &mut DbConn, rows: &[(&UserRow, &AccountRow)]) -> DbResult<()> {
     use super::fixed::{self, Bind};
-    let sql = fixed::values_sql(
+    let binds: Vec<Bind<'_>> = rows.iter().flat_map(|(u, _)| user_binds(Some(u))).collect();
+    let statement = (
         "INSERT INTO users (id, username, email, first_name, last_name, password_hash, \
          is_superuser, is_active, date_joined)",
         "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows.len(),
+        "",
     );
-    let binds: Vec<Bind<'_>> = rows.iter().flat_map(|(u, _)| user_binds(Some(u))).collect();
-    fixed::execute(conn, &sql, &binds)?;
-    let sql = fixed::values_sql(
-        "INSERT INTO accounts (user_id, phone, blood_group, dob, address, zip_code, verified)",
-        "(?, ?, ?, ?, ?, ?, ?)",
-        rows.len(),
-    );
+    fixed::insert_rows(conn, statement, 9, &binds)?;
     let binds: Vec<Bind<'_>> = rows
         .iter()
         .flat_map(|(u, a)| std::iter::once(Bind::Text(&u.id)).chain(account_binds(Some(a))))
         .collect();
-    fixed::execute(conn, &sql, &binds).map(drop)
+    let statement = (
+        "INSERT INTO accounts (user_id, phone, blood_group, dob, address, zip_code, verified)",
+        "(?, ?, ?, ?, ?, ?, ?)",
+        "",
+    );
+    fixed::insert_rows(conn, statement, 7, &binds).map(drop)
 }
 
 /// A user's columns, in the order of `users` and of the MySQL procedure's
