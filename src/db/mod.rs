@@ -34,7 +34,7 @@ pub mod keys;
 #[cfg(feature = "mysql")]
 pub mod otp_grant;
 #[cfg(feature = "mysql")]
-mod proofs;
+pub mod proofs;
 pub mod purge;
 pub mod rate_limits;
 pub mod schema;

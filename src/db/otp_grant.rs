@@ -8,8 +8,7 @@
 //! has no such path: its writes are in-process calls anyway.
 
 use super::fixed::{self, Bind};
-pub use super::proofs::ProofKey;
-use super::proofs::{self, Presented, TicketUse};
+use super::proofs::{self, Presented, ProofKey, TicketUse};
 use super::tokens::{self, access_binds, refresh_binds, AccessTokenRow, RefreshTokenRow};
 use super::users::{self, AccountRow, UserRow};
 use super::{Conn, DbConn, DbError, DbResult};

@@ -119,7 +119,8 @@ fn in_one_call(
     new_id: Option<&str>,
     tokens: Prepared,
 ) -> AppResult<Result<Prepared, Prepared>> {
-    use db::otp_grant::{GrantWrite, Outcome, ProofKey};
+    use db::otp_grant::{GrantWrite, Outcome};
+    use db::proofs::ProofKey;
     let (core, now) = (store.core, store.now);
     if core.config.database.backend != db::Backend::Mysql {
         return Ok(Err(tokens));

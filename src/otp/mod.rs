@@ -222,7 +222,7 @@ pub fn verify_for_ticket(
     #[cfg(feature = "mysql")]
     if code.len() <= MAX_CODE_LEN {
         let write = db::tickets::TicketForCode {
-            code: db::otp_grant::ProofKey::Code {
+            code: db::proofs::ProofKey::Code {
                 hash: code_hash(core, phone, code),
                 max_attempts: core.config.otp.max_attempts,
             },

@@ -165,7 +165,8 @@ async fn otp_token(s: Storage, codes: Arc<Mutex<Vec<(String, String)>>>) -> Opti
         let fresh = s2.refresh_row(&secrets::ordered_secret(), None, &user_id, &family, now);
         #[cfg(feature = "mysql")]
         if s2.backend == Backend::Mysql {
-            use db::otp_grant::{GrantWrite, Outcome, ProofKey};
+            use db::otp_grant::{GrantWrite, Outcome};
+            use db::proofs::ProofKey;
             let write = GrantWrite {
                 proof: ProofKey::Code {
                     hash,
