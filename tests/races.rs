@@ -24,6 +24,27 @@ where
     out
 }
 
+/// Logins that create their user, and codes without a resend cooldown.
+const LOGINS_ANY_TIME: [(&str, &str); 2] = [
+    ("PHONEKEY_OTP_AUTO_CREATE_USERS", "true"),
+    ("PHONEKEY_OTP_RESEND_SECONDS", "0"),
+];
+
+/// A server with `settings`, to be shared by racing tasks, and a
+/// confidential client allowed `grants`: (server, client id, secret).
+fn server_and_client(
+    settings: &[(&str, &str)],
+    grants: &[GrantType],
+) -> (std::sync::Arc<TestServer>, String, String) {
+    let server = TestServer::start_with(settings);
+    let (id, secret) = server.client(grants, true);
+    (
+        std::sync::Arc::new(server),
+        id,
+        secret.expect("a confidential client's secret"),
+    )
+}
+
 fn count(results: &[(u16, serde_json::Value)], status: u16) -> usize {
     results.iter().filter(|(s, _)| *s == status).count()
 }
@@ -188,13 +209,14 @@ async fn parallel_first_logins_of_one_phone_make_one_user() {
     // Each login reads "no user yet", signs for the user it is about to
     // create, and stores its tokens in the transaction that spends its proof:
     // all but the first must find the new user there and sign again for it.
-    let server = std::sync::Arc::new(TestServer::start_with(&[
-        ("PHONEKEY_OTP_AUTO_CREATE_USERS", "true"),
-        ("PHONEKEY_OTP_RESEND_SECONDS", "0"),
-        ("PHONEKEY_OTP_PER_PHONE_HOUR", "0"),
-    ]));
-    let (id, secret) = server.client(&[GrantType::Otp], true);
-    let secret = secret.unwrap();
+    let (server, id, secret) = server_and_client(
+        &[
+            ("PHONEKEY_OTP_AUTO_CREATE_USERS", "true"),
+            ("PHONEKEY_OTP_RESEND_SECONDS", "0"),
+            ("PHONEKEY_OTP_PER_PHONE_HOUR", "0"),
+        ],
+        &[GrantType::Otp],
+    );
     let phone = new_phone();
     let mut tickets = Vec::new();
     for _ in 0..RACERS {
@@ -245,12 +267,8 @@ async fn parallel_first_logins_of_one_phone_make_one_user() {
 /// and each request must be answered for its own phone or token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_logins_and_refreshes_each_get_their_own_user() {
-    let server = std::sync::Arc::new(TestServer::start_with(&[
-        ("PHONEKEY_OTP_AUTO_CREATE_USERS", "true"),
-        ("PHONEKEY_OTP_RESEND_SECONDS", "0"),
-    ]));
-    let (id, secret) = server.client(&[GrantType::Otp, GrantType::RefreshToken], true);
-    let secret = secret.unwrap();
+    let (server, id, secret) =
+        server_and_client(&LOGINS_ANY_TIME, &[GrantType::Otp, GrantType::RefreshToken]);
     // Half the phones have a user, half get one at their login; every
     // signed-up user also has a refresh token to rotate.
     let mut logins = Vec::new();
@@ -342,12 +360,8 @@ enum Expect {
 /// would be alone, and what it was answered is what is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_otp_grants_each_spend_their_own_proof() {
-    let server = std::sync::Arc::new(TestServer::start_with(&[
-        ("PHONEKEY_OTP_AUTO_CREATE_USERS", "true"),
-        ("PHONEKEY_OTP_RESEND_SECONDS", "0"),
-    ]));
-    let (id, secret) = server.client(&[GrantType::Otp, GrantType::RefreshToken], true);
-    let secret = secret.unwrap();
+    let (server, id, secret) =
+        server_and_client(&LOGINS_ANY_TIME, &[GrantType::Otp, GrantType::RefreshToken]);
     // (phone, form field of the proof, proof, what it must get)
     let mut grants: Vec<(String, &str, String, Expect)> = Vec::new();
     for _ in 0..6 {
@@ -503,12 +517,8 @@ where
 /// what it was answered is what is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_verifycodes_and_sign_ups_each_get_their_own_answer() {
-    let server = std::sync::Arc::new(TestServer::start_with(&[(
-        "PHONEKEY_OTP_RESEND_SECONDS",
-        "0",
-    )]));
-    let (id, secret) = server.client(&[GrantType::Otp], true);
-    let secret = secret.unwrap();
+    let (server, id, secret) =
+        server_and_client(&[("PHONEKEY_OTP_RESEND_SECONDS", "0")], &[GrantType::Otp]);
     // (phone, code sent, whether the phone has a user)
     let mut asks: Vec<(String, String, bool)> = Vec::new();
     for i in 0..8 {

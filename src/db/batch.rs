@@ -7,8 +7,8 @@
 //! request hands its row to a thread that owns a connection of its own,
 //! takes every row queued meanwhile, and runs them as one statement (or, for
 //! refresh rotations, getcodes, otp grants, verifycodes and sign-ups, one
-//! transaction).
-//! InnoDB runs a statement all or nothing, so every request is answered after the commit that holds its row; a batch that fails for a
+//! transaction). InnoDB runs a statement all or nothing, so every request is
+//! answered after the commit that holds its row; a batch that fails for a
 //! reason other than a lost connection is run again row by row, so that one
 //! bad row fails only its own request.
 
@@ -231,7 +231,7 @@ pub(super) struct Batched {
     pub(super) tickets_for_codes: Batcher<tickets::TicketForCode, Option<bool>>,
     pub(super) ticket_lookups: Batcher<String, Option<tickets::TicketRow>>,
     pub(super) sign_ups: Batcher<users::SignUpWrite, bool>,
-    pub(super) new_codes: Batcher<codes::CodeIssue, Result<(), i64>>,
+    pub(super) new_codes: Batcher<codes::CodeIssue, codes::Issued>,
 }
 
 impl Batched {

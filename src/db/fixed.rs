@@ -180,21 +180,21 @@ const ROW_COUNTS: [usize; 14] = [1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64]
 #[cfg(feature = "mysql")]
 pub const MAX_ROWS: usize = ROW_COUNTS[ROW_COUNTS.len() - 1];
 
-/// Inserts rows of `per_row` binds each: `head` (an `INSERT … (columns)`),
-/// `VALUES` with `row` (one row's placeholders) repeated, then `tail` (empty
-/// or an `ON DUPLICATE KEY …` clause), in as few statements of
+/// Inserts rows: `head` (an `INSERT … (columns)`), `VALUES` with `row` (one
+/// row's placeholders, as many as each row has binds) repeated, then `tail`
+/// (empty or an `ON DUPLICATE KEY …` clause), in as few statements of
 /// `ROW_COUNTS` rows as add up to them. Returns the rows changed.
 #[cfg(feature = "mysql")]
 pub fn insert_rows(
     conn: &mut DbConn,
     (head, row, tail): (&str, &str, &str),
-    per_row: usize,
     binds: &[Bind<'_>],
 ) -> DbResult<usize> {
+    let per_row = row.matches('?').count().max(1);
     let mut changed = 0;
     let mut rest = binds;
     while !rest.is_empty() {
-        let rows = rest.len() / per_row.max(1);
+        let rows = rest.len() / per_row;
         let count = ROW_COUNTS
             .iter()
             .rev()
@@ -273,7 +273,7 @@ mod tests {
             .collect();
         let statement = ("INSERT INTO t (k, v)", "(?, ?)", "");
         assert_eq!(
-            insert_rows(&mut conn, statement, 2, &binds).expect("insert"),
+            insert_rows(&mut conn, statement, &binds).expect("insert"),
             11
         );
         let (sql, binds) = in_list("DELETE FROM t WHERE k IN", &[], &binds[..2]);

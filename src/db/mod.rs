@@ -80,9 +80,8 @@ pub struct Slot {
 /// takes its connection from the pool at its first statement that needs
 /// one (`db`), so that on MySQL a request whose statements are all batched
 /// (client tokens, refresh, the otp grant, introspection, getcode, verifycode,
-/// sign-up)
-/// holds none while it waits for its batch, and more of them can wait than
-/// the pool has connections.
+/// sign-up) holds none while it waits for its batch, and more of them can
+/// wait than the pool has connections.
 pub struct Conn {
     backend: Backend,
     source: Source,

@@ -99,11 +99,7 @@ pub(super) fn store_many(conn: &mut DbConn, batch: &[GrantWrite]) -> DbResult<Ve
     conn.write_tx(|conn| {
         let presented: Vec<Presented<'_>> = batch
             .iter()
-            .map(|w| Presented {
-                phone: &w.phone,
-                proof: &w.proof,
-                now: w.now,
-            })
+            .map(|w| Presented::new(&w.phone, &w.proof, w.now))
             .collect();
         let won = proofs::spend_many(conn, &presented, TicketUse::Token)?;
         let winners: Vec<&GrantWrite> = batch

@@ -40,9 +40,15 @@ impl TicketUse {
 
 /// A proof as one request of a batch presents it.
 pub(super) struct Presented<'a> {
-    pub phone: &'a str,
-    pub proof: &'a ProofKey,
-    pub now: i64,
+    phone: &'a str,
+    proof: &'a ProofKey,
+    now: i64,
+}
+
+impl<'a> Presented<'a> {
+    pub(super) fn new(phone: &'a str, proof: &'a ProofKey, now: i64) -> Presented<'a> {
+        Presented { phone, proof, now }
+    }
 }
 
 /// Spends, inside the caller's transaction, the proofs of `presented` that

@@ -8,6 +8,9 @@ use super::fixed::{self, Bind};
 use super::schema::rate_limits;
 use super::{DbConn, DbResult};
 
+/// `last_at` of a bucket never hit: far enough back for any cooldown.
+const NEVER: i64 = i64::MIN / 2;
+
 pub struct Limit {
     pub window_seconds: i64,
     /// Hits allowed per window; `None` for no limit.
@@ -26,11 +29,7 @@ pub fn hit(conn: &mut DbConn, bucket: &str, limit: &Limit, now: i64) -> DbResult
     fixed::execute(
         conn,
         &sql,
-        &[
-            Bind::Text(bucket),
-            Bind::BigInt(now),
-            Bind::BigInt(i64::MIN / 2),
-        ],
+        &[Bind::Text(bucket), Bind::BigInt(now), Bind::BigInt(NEVER)],
     )?;
 
     let window_over = now - limit.window_seconds;
@@ -92,7 +91,7 @@ impl Bucket {
         Bucket {
             window_start: now,
             hits: 0,
-            last_at: i64::MIN / 2,
+            last_at: NEVER,
         }
     }
 }

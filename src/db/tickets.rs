@@ -116,11 +116,7 @@ pub(super) fn store_for_codes(
     conn.write_tx(|conn| {
         let presented: Vec<Presented<'_>> = batch
             .iter()
-            .map(|w| Presented {
-                phone: &w.ticket.phone,
-                proof: &w.code,
-                now: w.now,
-            })
+            .map(|w| Presented::new(&w.ticket.phone, &w.code, w.now))
             .collect();
         let won = proofs::spend_many(conn, &presented, TicketUse::Token)?;
         let winners: Vec<&TicketRow> = batch
@@ -149,7 +145,7 @@ pub(super) fn store_for_codes(
             "(?, ?, ?, ?, NULL, NULL)",
             "",
         );
-        fixed::insert_rows(conn, statement, 4, &binds)?;
+        fixed::insert_rows(conn, statement, &binds)?;
         let phones = fixed::distinct_texts(winners.iter().map(|t| t.phone.as_str()));
         let (sql, binds) =
             fixed::in_list("SELECT phone FROM accounts WHERE phone IN", &[], &phones);

@@ -88,7 +88,7 @@ pub(super) fn insert_access_many<'a>(
         "(?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
         "",
     );
-    fixed::insert_rows(conn, statement, 9, &binds).map(drop)
+    fixed::insert_rows(conn, statement, &binds).map(drop)
 }
 
 /// New refresh tokens in one multi-row `INSERT` (neither spent nor revoked).
@@ -104,7 +104,7 @@ pub(super) fn insert_refresh_many<'a>(
         "(?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?)",
         "",
     );
-    fixed::insert_rows(conn, statement, 9, &binds).map(drop)
+    fixed::insert_rows(conn, statement, &binds).map(drop)
 }
 
 /// A refresh rotation queued for `rotate_refresh_rows`.

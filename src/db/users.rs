@@ -57,7 +57,7 @@ pub(super) fn insert_many(conn: &mut DbConn, rows: &[(&UserRow, &AccountRow)]) -
         "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "",
     );
-    fixed::insert_rows(conn, statement, 9, &binds)?;
+    fixed::insert_rows(conn, statement, &binds)?;
     let binds: Vec<Bind<'_>> = rows
         .iter()
         .flat_map(|(u, a)| std::iter::once(Bind::Text(&u.id)).chain(account_binds(Some(a))))
@@ -67,7 +67,7 @@ pub(super) fn insert_many(conn: &mut DbConn, rows: &[(&UserRow, &AccountRow)]) -
         "(?, ?, ?, ?, ?, ?, ?)",
         "",
     );
-    fixed::insert_rows(conn, statement, 7, &binds).map(drop)
+    fixed::insert_rows(conn, statement, &binds).map(drop)
 }
 
 /// A user's columns, in the order of `users` and of the MySQL procedure's
@@ -156,11 +156,7 @@ pub(super) fn create_many(conn: &mut DbConn, batch: &[SignUpWrite]) -> DbResult<
         let presented: Vec<Presented<'_>> = batch
             .iter()
             .zip(&keys)
-            .map(|(w, proof)| Presented {
-                phone: &w.account.phone,
-                proof,
-                now: w.now,
-            })
+            .map(|(w, proof)| Presented::new(&w.account.phone, proof, w.now))
             .collect();
         let won = proofs::spend_many(conn, &presented, TicketUse::User)?;
         let rows: Vec<(&UserRow, &AccountRow)> = batch

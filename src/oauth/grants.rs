@@ -75,10 +75,11 @@ pub fn otp(
     let grant = user_grant(store, client, user_id, scope)?;
     store.with_refresh = client.allows(GrantType::RefreshToken);
     let tokens = store.prepare_tokens(&grant, None)?;
-    // On MySQL the common case is one round trip (a stored procedure); what
-    // it leaves unstored takes the path below, which says why.
+    // On MySQL the common case is stored with concurrent grants, or alone by
+    // one procedure call; what it leaves unstored takes the path below,
+    // which says why.
     #[cfg(feature = "mysql")]
-    let tokens = match in_one_call(store, phone, &proof, new_id.as_deref(), tokens)? {
+    let tokens = match store_common_case(store, phone, &proof, new_id.as_deref(), tokens)? {
         Ok(tokens) => return Ok(store.record_issued(tokens)),
         Err(tokens) => tokens,
     };
@@ -107,12 +108,12 @@ pub fn otp(
     Ok(store.record_issued(tokens))
 }
 
-/// The otp grant's write on MySQL (`db::otp_grant`: one procedure call, or
-/// a share of a batch with concurrent grants): the tokens back in `Ok` once
+/// The otp grant's write in its common case on MySQL (`db::otp_grant`: one
+/// procedure call, or a share of a batch with concurrent grants): the tokens back in `Ok` once
 /// stored, in `Err` when the step-by-step path must run (another backend, a
 /// malformed proof, or nothing was stored).
 #[cfg(feature = "mysql")]
-fn in_one_call(
+fn store_common_case(
     store: &OAuthStore<'_>,
     phone: &str,
     proof: &otp::Proof<'_>,

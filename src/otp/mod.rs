@@ -99,25 +99,8 @@ pub fn issue_code(
         expires_in: cfg.code_ttl,
         resend_in: cfg.resend_seconds,
     };
-    let limited = |wait| AppError::RateLimited { retry_after: wait };
-    // On MySQL with the getcodes of concurrent requests.
-    #[cfg(feature = "mysql")]
-    let (buckets, row) = {
-        let issue = db::codes::CodeIssue { buckets, row, now };
-        match db::codes::issue_batched(conn, issue) {
-            Ok(stored) => return stored?.map(|()| new_code).map_err(limited),
-            Err(issue) => (issue.buckets, issue.row),
-        }
-    };
-    conn.write_tx(move |conn| {
-        for (bucket, limit) in &buckets {
-            if let Some(wait) = db::rate_limits::hit(conn, bucket, limit, now)? {
-                return Err(limited(wait));
-            }
-        }
-        db::codes::replace(conn, &row)?;
-        Ok(())
-    })?;
+    let issue = db::codes::CodeIssue { buckets, row, now };
+    db::codes::issue(conn, issue)?.map_err(|wait| AppError::RateLimited { retry_after: wait })?;
     Ok(new_code)
 }
 
