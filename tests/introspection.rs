@@ -184,6 +184,56 @@ async fn tokens_issued_before_their_hash_was_kept_are_checked_by_signature() {
     }
 }
 
+/// Until 2026-11-27 MySQL stored every refresh token under its bare
+/// SHA-256; since then under a key that begins with the token's creation
+/// time. Tokens stored the old way are still found, rotated, replay-checked
+/// and introspected there. SQLite has used the time-keyed form since these
+/// tokens have carried a time, so it never looks for the bare hash.
+#[tokio::test]
+async fn refresh_tokens_stored_under_the_earlier_mysql_key_keep_working() {
+    use phonekey::db::{tokens::refresh_key, Backend};
+    let s = setup().await;
+    let backend = s.server.state.pool.backend();
+    let changed = s.server.rewrite_rows(
+        "UPDATE refresh_tokens SET token_hash = ? WHERE token_hash = ?",
+        &[
+            &phonekey::secrets::sha256_hex(s.refresh.as_bytes()),
+            &refresh_key(backend, &s.refresh),
+        ],
+    );
+    assert_eq!(changed, 1, "the token's row");
+    let rotate = |token: String| {
+        let s = &s;
+        async move {
+            let form = [("grant_type", "refresh_token"), ("refresh_token", &token)];
+            post(&s.server, "/o/token/", &s.app, &form).await
+        }
+    };
+
+    if backend == Backend::Sqlite {
+        assert_eq!(introspect(&s, &s.refresh).await["active"], false);
+        let (status, body) = rotate(s.refresh.clone()).await;
+        expect_error(status, &body, 400, "invalid_grant");
+        return;
+    }
+    let info = introspect(&s, &s.refresh).await;
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["username"], s.user["username"], "{info}");
+    let (status, rotated) = rotate(s.refresh.clone()).await;
+    assert_eq!(status, 200, "{rotated}");
+    let next = rotated["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(introspect(&s, &s.refresh).await["active"], false, "spent");
+    assert_eq!(introspect(&s, &next).await["active"], true, "its successor");
+    // Presented again, the spent old-keyed token revokes its family.
+    let (status, body) = rotate(s.refresh.clone()).await;
+    expect_error(status, &body, 400, "invalid_grant");
+    assert_eq!(
+        introspect(&s, &next).await["active"],
+        false,
+        "family revoked"
+    );
+}
+
 #[tokio::test]
 async fn inactive_tokens_say_only_that() {
     let s = setup().await;

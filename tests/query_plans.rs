@@ -201,7 +201,8 @@ fn run_request_path_statements(conn: &mut db::DbConn) {
     tokens::find_access_with_username(conn, "j1").expect("introspect access");
     tokens::find_refresh(conn, &refresh_token).expect("find refresh");
     tokens::find_refresh_with_username(conn, &refresh_token).expect("introspect refresh");
-    tokens::spend_refresh(conn, &refresh_token, NOW).expect("spend refresh");
+    let key = tokens::refresh_key(conn.backend(), &refresh_token);
+    tokens::spend_refresh(conn, &key, NOW).expect("spend refresh");
     tokens::revoke_access(conn, "j1").expect("revoke access");
     tokens::revoke_family(conn, "f1").expect("revoke family");
 

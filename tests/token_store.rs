@@ -142,7 +142,8 @@ fn concurrent_rotations_spend_each_token_once() {
     }
     for token in &spent {
         let mut conn = pool.get().expect("connection");
-        assert!(tokens::spend_refresh(db_of(&mut conn), token, 1_800_000_001).expect("spend"));
+        let key = tokens::refresh_key(conn.backend(), token);
+        assert!(tokens::spend_refresh(db_of(&mut conn), &key, 1_800_000_001).expect("spend"));
     }
     let presented: Vec<String> = live
         .iter()
@@ -163,7 +164,8 @@ fn concurrent_rotations_spend_each_token_once() {
                 let mut conn = pool.get().expect("connection");
                 start.wait();
                 let jti = access.jti.clone();
-                let won = tokens::store_rotation(&mut conn, &old, 1_800_000_002, access, refresh);
+                let key = tokens::refresh_key(conn.backend(), &old);
+                let won = tokens::store_rotation(&mut conn, key, 1_800_000_002, access, refresh);
                 (old, next, jti, won)
             })
         })

@@ -99,7 +99,7 @@ impl OAuthStore<'_> {
     /// Signs an access token for `grant` (and makes a refresh token when the
     /// grant calls for one) without touching the database, so that tokens
     /// are signed before their transaction opens (on SQLite, outside the one
-    /// writer's turn). `spend` is the refresh token being rotated, recorded as
+    /// writer's turn). `spend` is the stored key of the refresh token being rotated, recorded as
     /// the new one's parent.
     pub(super) fn prepare_tokens(&self, grant: &Grant, spend: Option<&str>) -> AppResult<Prepared> {
         let core = self.core;
@@ -150,7 +150,7 @@ impl OAuthStore<'_> {
                 .map(|(token, family)| RefreshTokenRow {
                     token_hash: db::tokens::refresh_key(backend, token),
                     family,
-                    parent_hash: spend.map(|t| db::tokens::refresh_key(backend, t)),
+                    parent_hash: spend.map(str::to_string),
                     client_id: grant.client_id.clone(),
                     user_id,
                     scope: scope.clone(),
@@ -174,7 +174,7 @@ impl OAuthStore<'_> {
     }
 
     /// Signs and stores tokens for `grant` in a transaction of their own,
-    /// spending `spend` (a refresh token) or the authorization code set in
+    /// spending `spend` (a refresh token's stored key) or the authorization code set in
     /// `spend_code` in it.
     fn issue_tokens(&self, grant: &Grant, spend: Option<&str>) -> AppResult<Issued> {
         let tokens = self.prepare_tokens(grant, spend)?;
@@ -195,7 +195,9 @@ impl OAuthStore<'_> {
                 let refresh = refresh_row.ok_or_else(|| {
                     AppError::Internal("a refresh without a new refresh token".into())
                 })?;
-                if !db::tokens::store_rotation(&mut self.conn(), old, now, access_row, refresh)? {
+                let old_key = old.to_string();
+                if !db::tokens::store_rotation(&mut self.conn(), old_key, now, access_row, refresh)?
+                {
                     return Err(AppError::OAuth(OAuthError::invalid_grant(
                         "the refresh token was already used",
                     )));
@@ -254,8 +256,16 @@ impl Issuer for OAuthStore<'_> {
         })
     }
 
-    fn refresh(&mut self, refresh: &str, grant: Grant) -> Result<RefreshedToken, ()> {
-        match self.issue_tokens(&grant, Some(refresh)) {
+    fn refresh(&mut self, _refresh: &str, grant: Grant) -> Result<RefreshedToken, ()> {
+        // oxide-auth recovered this token's grant first (`recover_refresh`),
+        // which found the key its row is stored under.
+        let Some(old_key) = self.rotated_key.borrow_mut().take() else {
+            self.fail(AppError::Internal(
+                "a refresh of a token never looked up".into(),
+            ));
+            return Err(());
+        };
+        match self.issue_tokens(&grant, Some(&old_key)) {
             Ok(issued) => Ok(RefreshedToken {
                 token: issued.access_token,
                 refresh: issued.refresh_token,
@@ -330,6 +340,7 @@ impl Issuer for OAuthStore<'_> {
         }
         *self.audience.borrow_mut() = row.resource.clone();
         *self.family.borrow_mut() = Some(row.family.clone());
+        *self.rotated_key.borrow_mut() = Some(row.token_hash);
         Ok(Some(Grant {
             owner_id: row.user_id.unwrap_or_else(|| row.client_id.clone()),
             client_id: row.client_id,

@@ -35,6 +35,9 @@ pub struct OAuthStore<'a> {
     /// The family new tokens join (set by a refresh, an authorization code
     /// or an approval); `None` starts a new one.
     pub(super) family: RefCell<Option<String>>,
+    /// The stored key (`token_hash`) of the refresh token a refresh rotates,
+    /// set when `recover_refresh` finds it.
+    pub(super) rotated_key: RefCell<Option<String>>,
     /// The authorization code (by hash) that `issue` spends in the same
     /// transaction as it stores the tokens.
     pub(super) spend_code: RefCell<Option<String>>,
@@ -61,6 +64,7 @@ impl<'a> OAuthStore<'a> {
             with_refresh: true,
             redirectless: false,
             family: RefCell::new(None),
+            rotated_key: RefCell::new(None),
             spend_code: RefCell::new(None),
             redirect_uri_sent: false,
             requested_resource: None,

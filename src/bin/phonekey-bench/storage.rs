@@ -138,7 +138,7 @@ async fn refresh(s: Storage, chain: Arc<Mutex<String>>) -> Op {
         let user = row.user_id.as_deref().unwrap_or_default();
         let access = s2.access_row(Some(user), Some(&row.family), now);
         let fresh = s2.refresh_row(&next, Some(&old), user, &row.family, now);
-        if !db::tokens::store_rotation(conn, &old, now, access, fresh)? {
+        if !db::tokens::store_rotation(conn, row.token_hash, now, access, fresh)? {
             return Err(lost("refresh spend"));
         }
         Ok(())
