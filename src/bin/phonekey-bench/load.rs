@@ -20,28 +20,71 @@ pub struct Measured {
     pub request_p50_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_p99_ms: Option<f64>,
+    /// The same for each kind of request in the step, in the step's order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub request_kinds: Vec<KindLatency>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KindLatency {
+    pub kind: &'static str,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// The latencies of the single requests inside multi-request steps, each
 /// with its send time so that only those of the measured window count.
 #[derive(Clone, Default)]
-pub struct Laps(Arc<Mutex<Vec<(Instant, u32)>>>);
+pub struct Laps(Arc<Mutex<Vec<Lap>>>);
+
+struct Lap {
+    sent: Instant,
+    micros: u32,
+    kind: &'static str,
+}
 
 impl Laps {
-    /// Records a request sent at `sent` that has just been answered.
-    pub fn record(&self, sent: Instant) {
+    /// Records a request of `kind` sent at `sent` that has just been answered.
+    pub fn record(&self, kind: &'static str, sent: Instant) {
         if let Ok(mut laps) = self.0.lock() {
-            laps.push((sent, micros(sent.elapsed())));
+            laps.push(Lap {
+                sent,
+                micros: micros(sent.elapsed()),
+                kind,
+            });
         }
     }
 
-    /// p50 and p99 of the requests sent from `from` on; forgets them all.
-    fn take_percentiles(&self, from: Instant) -> Option<(f64, f64)> {
+    /// p50 and p99 of the requests sent from `from` on, all together and by
+    /// kind; forgets them all.
+    fn take_percentiles(&self, from: Instant) -> Option<((f64, f64), Vec<KindLatency>)> {
         let mut laps = std::mem::take(&mut *self.0.lock().ok()?);
-        laps.retain(|(sent, _)| *sent >= from);
-        let mut micros: Vec<u32> = laps.into_iter().map(|(_, m)| m).collect();
-        micros.sort_unstable();
-        Some((percentile(&micros, 0.50), percentile(&micros, 0.99)))
+        // In the step's order: the warm-up's first loop recorded them so.
+        let mut kinds: Vec<&'static str> = Vec::new();
+        for lap in &laps {
+            if !kinds.contains(&lap.kind) {
+                kinds.push(lap.kind);
+            }
+        }
+        laps.retain(|lap| lap.sent >= from);
+        let sorted = |of: &dyn Fn(&Lap) -> bool| {
+            let mut micros: Vec<u32> = laps.iter().filter(|l| of(l)).map(|l| l.micros).collect();
+            micros.sort_unstable();
+            micros
+        };
+        let by_kind = kinds
+            .into_iter()
+            .map(|kind| {
+                let micros = sorted(&|l| l.kind == kind);
+                KindLatency {
+                    kind,
+                    p50_ms: percentile(&micros, 0.50),
+                    p99_ms: percentile(&micros, 0.99),
+                }
+            })
+            .collect();
+        let all = sorted(&|_| true);
+        Some(((percentile(&all, 0.50), percentile(&all, 0.99)), by_kind))
     }
 }
 
@@ -137,8 +180,9 @@ where
         rate: requests as f64 / seconds,
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
-        request_p50_ms: per_request.map(|(p50, _)| p50),
-        request_p99_ms: per_request.map(|(_, p99)| p99),
+        request_p50_ms: per_request.as_ref().map(|((p50, _), _)| *p50),
+        request_p99_ms: per_request.as_ref().map(|((_, p99), _)| *p99),
+        request_kinds: per_request.map(|(_, kinds)| kinds).unwrap_or_default(),
     };
     if exhausted.load(Ordering::Relaxed) && first_error.is_none() && requests == 0 {
         first_error = Some("ran out of prepared input before measuring".into());

@@ -495,12 +495,12 @@ async fn otp_login(args: &Args, ctx: &Ctx) -> ScenarioResult {
                 let sent = Instant::now();
                 ctx.send_form(worker, "/otp/getcode/", &[("phone", &phone)], false)
                     .await?;
-                laps.record(sent);
+                laps.record("getcode", sent);
                 let code = ctx.codes.take(&phone).ok_or("no SMS reached the sink")?;
                 let verify = [("phone", phone.as_str()), ("code", &code)];
                 let sent = Instant::now();
                 let verified = ctx.send_form_json(worker, "/otp/verifycode/", &verify, false).await?;
-                laps.record(sent);
+                laps.record("verifycode", sent);
                 let ticket = verified["secret_identifier"].as_str().ok_or("no ticket")?;
                 let user = json!({ "auto_username": true, "secret_identifier": ticket, "first_name": "Bench" });
                 let sent = Instant::now();
@@ -508,14 +508,14 @@ async fn otp_login(args: &Args, ctx: &Ctx) -> ScenarioResult {
                     .conns
                     .send(worker, Method::PUT, "/api/v1/user/", Some((conn::JSON, user.to_string())), false)
                     .await?;
-                laps.record(sent);
+                laps.record("user", sent);
                 if status != 201 {
                     return Err(format!("user: {status} {}", String::from_utf8_lossy(&body)));
                 }
                 let grant = [("grant_type", "otp"), ("phone", &phone), ("secret_identifier", ticket)];
                 let sent = Instant::now();
                 ctx.send_form(worker, "/o/token/", &grant, true).await?;
-                laps.record(sent);
+                laps.record("otp grant", sent);
                 Ok(())
             };
             Some(login.await)
@@ -713,6 +713,10 @@ fn print_table(backend: &str, args: &Args, results: &[ScenarioResult], rss: Opti
         );
         if let (Some(p50), Some(p99)) = (m.request_p50_ms, m.request_p99_ms) {
             println!("{:<20} {:>12} {p50:>9.2} {p99:>9.2}", "  each request", "");
+        }
+        for k in &m.request_kinds {
+            let name = format!("    {}", k.kind);
+            println!("{name:<20} {:>12} {:>9.2} {:>9.2}", "", k.p50_ms, k.p99_ms);
         }
         for e in r
             .first_error
