@@ -281,13 +281,23 @@ pub fn find_access(conn: &mut DbConn, jti: &str) -> DbResult<Option<AccessTokenR
 
 /// The row of a presented refresh token, if it was ever issued.
 pub fn find_refresh(conn: &mut DbConn, token: &str) -> DbResult<Option<RefreshTokenRow>> {
+    find_under_refresh_keys(conn, token, find_refresh_by_key)
+}
+
+/// `find` under `refresh_key`, then under the key an older build stored the
+/// token under, if there is one.
+fn find_under_refresh_keys<T>(
+    conn: &mut DbConn,
+    token: &str,
+    mut find: impl FnMut(&mut DbConn, &str) -> DbResult<Option<T>>,
+) -> DbResult<Option<T>> {
     let backend = conn.backend();
-    match find_refresh_by_key(conn, &refresh_key(backend, token))? {
-        None => match legacy_refresh_key(backend, token) {
-            Some(legacy) => find_refresh_by_key(conn, &legacy),
-            None => Ok(None),
-        },
-        found => Ok(found),
+    if let Some(found) = find(conn, &refresh_key(backend, token))? {
+        return Ok(Some(found));
+    }
+    match legacy_refresh_key(backend, token) {
+        Some(legacy) => find(conn, &legacy),
+        None => Ok(None),
     }
 }
 
@@ -319,20 +329,14 @@ pub fn find_refresh_with_username(
     conn: &mut DbConn,
     token: &str,
 ) -> DbResult<Option<WithUsername<RefreshTokenRow>>> {
-    let backend = conn.backend();
-    let keys =
-        std::iter::once(refresh_key(backend, token)).chain(legacy_refresh_key(backend, token));
-    for key in keys {
+    find_under_refresh_keys(conn, token, |conn, key| {
         let mut rows = on_backend!(conn, |c| refresh_tokens::table
             .left_join(users::table.on(users::id.nullable().eq(refresh_tokens::user_id)))
-            .filter(refresh_tokens::token_hash.eq(&key))
+            .filter(refresh_tokens::token_hash.eq(key))
             .select((RefreshTokenRow::as_select(), users::username.nullable()))
             .load(c))?;
-        if let Some(found) = rows.pop() {
-            return Ok(Some(found));
-        }
-    }
-    Ok(None)
+        Ok(rows.pop())
+    })
 }
 
 /// Spends the refresh token stored under `key` (the `token_hash` of its
@@ -354,10 +358,11 @@ const SPENT_MESSAGE: &str = "phonekey: refresh token already spent";
 
 /// Spends the refresh token stored under `old_key` and stores its
 /// successors `access` and `refresh`, all or nothing; false if it was
-/// already spent or revoked (someone else won), and then nothing is stored. On MySQL one call of a
-/// stored procedure with its own transaction (one round trip instead of
-/// six), so it must not run inside another; on SQLite the caller's
-/// transaction holds the three statements (`Conn::write_atomic` does both).
+/// already spent or revoked (someone else won), and then nothing is stored.
+/// On MySQL one call of a stored procedure with its own transaction (one
+/// round trip instead of six), so it must not run inside another; on SQLite
+/// the caller's transaction holds the three statements (`Conn::write_atomic`
+/// does both).
 /// Callers use `store_rotation`, which on MySQL batches rotations.
 fn rotate_refresh(
     conn: &mut DbConn,

@@ -67,24 +67,23 @@ impl Laps {
             }
         }
         laps.retain(|lap| lap.sent >= from);
-        let sorted = |of: &dyn Fn(&Lap) -> bool| {
-            let mut micros: Vec<u32> = laps.iter().filter(|l| of(l)).map(|l| l.micros).collect();
+        let p50_p99 = |mut micros: Vec<u32>| {
             micros.sort_unstable();
-            micros
+            (percentile(&micros, 0.50), percentile(&micros, 0.99))
         };
         let by_kind = kinds
             .into_iter()
             .map(|kind| {
-                let micros = sorted(&|l| l.kind == kind);
+                let of_kind = laps.iter().filter(|l| l.kind == kind);
+                let (p50_ms, p99_ms) = p50_p99(of_kind.map(|l| l.micros).collect());
                 KindLatency {
                     kind,
-                    p50_ms: percentile(&micros, 0.50),
-                    p99_ms: percentile(&micros, 0.99),
+                    p50_ms,
+                    p99_ms,
                 }
             })
             .collect();
-        let all = sorted(&|_| true);
-        Some(((percentile(&all, 0.50), percentile(&all, 0.99)), by_kind))
+        Some((p50_p99(laps.iter().map(|l| l.micros).collect()), by_kind))
     }
 }
 
