@@ -51,6 +51,7 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("PHONEKEY_TRUSTED_PROXIES", None),
     ("PHONEKEY_DB_POOL_SIZE", Some("16")),
     ("PHONEKEY_DB_TIMEOUT", Some("5")),
+    ("PHONEKEY_REQUEST_TIMEOUT", Some("15")),
     ("PHONEKEY_WORKERS", None),
 ];
 
@@ -147,6 +148,10 @@ pub struct Config {
     pub session_ttl: i64,
     pub db_pool_size: u32,
     pub db_timeout: Duration,
+    /// The longest a request waits for its database work in all: bounds the
+    /// wait on a server that stops answering (the MySQL client library
+    /// has no read timeout that diesel sets).
+    pub request_timeout: Duration,
     pub workers: Option<usize>,
 }
 
@@ -368,6 +373,12 @@ impl Config {
             session_ttl: number(&values, "PHONEKEY_SESSION_TTL", 60, 31_536_000)?,
             db_pool_size: number(&values, "PHONEKEY_DB_POOL_SIZE", 1, 1000)? as u32,
             db_timeout: Duration::from_secs(number(&values, "PHONEKEY_DB_TIMEOUT", 1, 600)? as u64),
+            request_timeout: Duration::from_secs(number(
+                &values,
+                "PHONEKEY_REQUEST_TIMEOUT",
+                1,
+                3600,
+            )? as u64),
             workers,
         })
     }

@@ -14,13 +14,39 @@ use std::time::{Duration, Instant};
 use common::*;
 use diesel::prelude::*;
 use phonekey::oauth::clients::GrantType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
 struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
+    /// While set, bytes are read but held: a server that stops answering
+    /// without closing its connections.
+    frozen: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+/// Copies one direction of a link, holding what it reads while `frozen`.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Proxy {
@@ -28,26 +54,46 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
+        let frozen = Arc::new(AtomicBool::new(false));
         let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (up2, links2) = (up.clone(), links.clone());
+        let (up2, frozen2, links2) = (up.clone(), frozen.clone(), links.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
                 if !up2.load(Ordering::SeqCst) {
                     drop(inbound); // refused: the database is "down"
                     continue;
                 }
+                let frozen = frozen2.clone();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = TcpStream::connect(upstream).await {
+                        let (in_read, in_write) = inbound.into_split();
+                        let (out_read, out_write) = outbound.into_split();
+                        tokio::join!(
+                            pump(in_read, out_write, frozen.clone()),
+                            pump(out_read, in_write, frozen),
+                        );
                     }
                 });
                 links2.lock().unwrap().push(task.abort_handle());
             }
         });
-        Proxy { port, up, links }
+        Proxy {
+            port,
+            up,
+            frozen,
+            links,
+        }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+
+    fn thaw(&self) {
+        self.frozen.store(false, Ordering::SeqCst);
     }
 
     fn cut(&self) {
@@ -64,6 +110,22 @@ impl Proxy {
 
 fn admin_url() -> String {
     database_server().unwrap_or_else(|| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// A new MariaDB database reached through a new proxy: the proxy, the
+/// database (dropped with it), its direct URL and its URL through the proxy.
+async fn proxied_database(prefix: &str) -> (Proxy, TestDb, String, String) {
+    let proxy = Proxy::start("127.0.0.1:3306").await;
+    let name = format!("{prefix}_{}", phonekey::secrets::random_hex(5));
+    let admin = admin_url();
+    mysql_admin(&admin, &format!("CREATE DATABASE {name}"));
+    let direct_url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let proxied_url = format!("mysql://root@127.0.0.1:{}/{name}", proxy.port);
+    let db = TestDb::Mysql {
+        admin_url: admin,
+        name,
+    };
+    (proxy, db, direct_url, proxied_url)
 }
 
 /// A client that may use every grant here, and a user's refresh token.
@@ -107,17 +169,7 @@ fn count_rows(db_url: &str, table: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn database_outage_gives_503_and_recovers() {
-    let proxy = Proxy::start("127.0.0.1:3306").await;
-    let name = format!("pk_outage_{}", phonekey::secrets::random_hex(5));
-    let admin = admin_url();
-    mysql_admin(&admin, &format!("CREATE DATABASE {name}"));
-    let base = admin.rsplit_once('/').unwrap().0.to_string();
-    let direct_url = format!("{base}/{name}");
-    let proxied_url = format!("mysql://root@127.0.0.1:{}/{name}", proxy.port);
-    let db = TestDb::Mysql {
-        admin_url: admin.clone(),
-        name: name.clone(),
-    };
+    let (proxy, db, direct_url, proxied_url) = proxied_database("pk_outage").await;
     let server = TestServer::start_on(
         db,
         &[("DATABASE_URL", &proxied_url), ("PHONEKEY_DB_TIMEOUT", "2")],
@@ -205,6 +257,97 @@ async fn database_outage_gives_503_and_recovers() {
     let (_, user) = server.signed_up_user(&other).await;
     assert_eq!(user["account"]["phone"], other.as_str());
     assert_eq!(count_rows(&direct_url, "users"), users_before + 1);
+}
+
+/// The database stops answering but keeps its connections open (a hung
+/// server, a stalled network path): with no read timeout in the MySQL client
+/// library a statement would wait forever. Every request answers 503 within
+/// `PHONEKEY_REQUEST_TIMEOUT`, what was still queued when its request gave up
+/// is never carried out, and service resumes when the database answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_that_stops_answering_gives_503_then_recovers() {
+    let (proxy, db, direct_url, proxied_url) = proxied_database("pk_hung").await;
+    let server = Arc::new(TestServer::start_on(
+        db,
+        &[
+            ("DATABASE_URL", &proxied_url),
+            ("PHONEKEY_DB_POOL_SIZE", "2"),
+            ("PHONEKEY_DB_TIMEOUT", "1"),
+            ("PHONEKEY_REQUEST_TIMEOUT", "3"),
+        ],
+    ));
+    let (id, secret) = server.client(&[GrantType::ClientCredentials], true);
+    let secret = secret.unwrap();
+    let client_token = {
+        let server = server.clone();
+        move || {
+            let (server, id, secret) = (server.clone(), id.clone(), secret.clone());
+            async move {
+                let form = [("grant_type", "client_credentials")];
+                server.token_basic(&id, &secret, &form).await
+            }
+        }
+    };
+    assert_eq!(client_token().await.0, 200);
+    let codes_before = count_rows(&direct_url, "otp_codes");
+
+    proxy.freeze();
+    let started = Instant::now();
+    // More getcodes than there are threads to run them (pool of 2: six
+    // batching threads), so most are still queued when they give up.
+    let phones: Vec<String> = (0..24).map(|_| new_phone()).collect();
+    let getcodes: Vec<_> = phones
+        .iter()
+        .map(|phone| {
+            let (server, phone) = (server.clone(), phone.clone());
+            tokio::spawn(async move {
+                server
+                    .post_form("/otp/getcode/", &[("phone", &phone)], &new_ip())
+                    .await
+            })
+        })
+        .collect();
+    let token = tokio::spawn(client_token());
+    let ready = split(server.http.get(server.url("/readyz")).send().await.unwrap()).await;
+    let mut answers = vec![ready, token.await.unwrap()];
+    for getcode in getcodes {
+        answers.push(getcode.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    for (status, body, _) in &answers {
+        expect_error(*status, body, 503, "temporarily_unavailable");
+    }
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "{} requests took {elapsed:?} with a 3 s request timeout",
+        answers.len()
+    );
+
+    proxy.thaw();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client_token().await.0 != 200 {
+        assert!(Instant::now() < deadline, "service did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Statements already sent when the database hung are carried out once it
+    // answers; the requests still waiting for a thread are not.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = count_rows(&direct_url, "otp_codes") - codes_before;
+    assert!(
+        stored <= 6,
+        "{stored} of 24 abandoned getcodes stored their code after the database came back"
+    );
+    assert!(
+        server
+            .sms
+            .messages()
+            .iter()
+            .all(|m| !phones.iter().any(|p| m["to"] == p.as_str())),
+        "an SMS was sent for a getcode that was answered 503"
+    );
+    let phone = new_phone();
+    let (_, user) = server.signed_up_user(&phone).await;
+    assert_eq!(user["account"]["phone"], phone.as_str());
 }
 
 /// A lock that another connection holds and does not let go (an operator's

@@ -743,6 +743,33 @@ async fn parallel_getcodes_each_count_against_their_own_limits() {
     assert_eq!(verified, 1, "one live code per phone");
 }
 
+/// Two instances whose clocks differ by two seconds share the per-address
+/// limit (three an hour): hits alternate between them, the one ahead first,
+/// and the limit counts all five, refusing only the two over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clock_ahead_on_another_instance_does_not_refuse_hits() {
+    let settings = [("PHONEKEY_OTP_PER_IP_HOUR", "3")];
+    let behind = TestServer::start_with(&settings);
+    let url = behind.db.url();
+    let ahead = TestServer::start_on(TestDb::new(), &[settings[0], ("DATABASE_URL", &url)]);
+    ahead
+        .clock
+        .advance(behind.clock_now() - ahead.clock_now() + 2);
+    let ip = new_ip();
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let server = if i % 2 == 0 { &ahead } else { &behind };
+        let (status, body, _) = server
+            .post_form("/otp/getcode/", &[("phone", &new_phone())], &ip)
+            .await;
+        if status != 200 {
+            expect_error(status, &body, 429, "rate_limited");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+}
+
 /// Two servers on one database, as two processes are (each with its own
 /// pool, writer and batching threads), take getcodes at once: the limits
 /// hold across them. Five phones from one address with a limit of three an
@@ -756,6 +783,9 @@ async fn limits_hold_across_two_server_processes() {
         TestDb::new(),
         &[settings[0], ("DATABASE_URL", &url)],
     ));
+    // As two machines' clocks do, the second runs ahead (each test server's
+    // clock starts at the time it was made, a second apart under load).
+    second.clock.advance(2);
     let shared_ip = new_ip();
     let phone = new_phone();
     let mut asks: Vec<(String, String)> =

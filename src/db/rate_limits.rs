@@ -49,7 +49,7 @@ pub fn hit(conn: &mut DbConn, bucket: &str, limit: &Limit, now: i64) -> DbResult
             Bind::BigInt(now),
             Bind::BigInt(now),
             Bind::Text(bucket),
-            Bind::BigInt(now - limit.cooldown),
+            Bind::BigInt(limit.last_hit_allowed(now)),
             Bind::BigInt(window_over),
             Bind::Int(max_hits),
         ],
@@ -103,7 +103,7 @@ impl Limit {
     pub fn apply(&self, bucket: Bucket, now: i64) -> Result<Bucket, i64> {
         let window_over = now - self.window_seconds;
         let new_window = bucket.window_start <= window_over;
-        let allowed = bucket.last_at <= now - self.cooldown
+        let allowed = bucket.last_at <= self.last_hit_allowed(now)
             && (new_window || bucket.hits < self.max_hits.unwrap_or(i32::MAX));
         if !allowed {
             return Err(self.wait(&bucket, now));
@@ -113,6 +113,17 @@ impl Limit {
             hits: if new_window { 1 } else { bucket.hits + 1 },
             last_at: now,
         })
+    }
+
+    /// The latest `last_at` that lets a hit at `now` through. Without a
+    /// cooldown, any: an instance whose clock runs a second ahead of this
+    /// one's must not make this one's hits wait.
+    fn last_hit_allowed(&self, now: i64) -> i64 {
+        if self.cooldown > 0 {
+            now - self.cooldown
+        } else {
+            i64::MAX
+        }
     }
 
     /// How long a refused hit on `bucket` must wait (at least a second).
@@ -154,5 +165,28 @@ mod tests {
             cooldown: 0,
         };
         assert!(unlimited.apply(third, t + 3600).is_ok());
+    }
+
+    #[test]
+    fn without_a_cooldown_a_hit_stamped_ahead_by_another_clock_does_not_block() {
+        let limit = Limit {
+            window_seconds: 3600,
+            max_hits: Some(3),
+            cooldown: 0,
+        };
+        let t = 1_800_000_000;
+        // Another instance, its clock 2 s ahead, hit the bucket last.
+        let theirs = limit.apply(Bucket::new(t + 2), t + 2).expect("their hit");
+        let ours = limit
+            .apply(theirs, t)
+            .expect("our hit, by a clock behind theirs");
+        assert_eq!(ours.hits, 2);
+        // With a cooldown the order of hits matters, and a skew counts.
+        let cooled = Limit {
+            cooldown: 30,
+            ..limit
+        };
+        let theirs = cooled.apply(Bucket::new(t + 2), t + 2).expect("their hit");
+        assert_eq!(cooled.apply(theirs, t), Err(32));
     }
 }

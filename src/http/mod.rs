@@ -12,6 +12,7 @@ mod pages;
 mod token;
 mod users;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix_web::middleware::{Logger, NormalizePath, TrailingSlash};
@@ -58,17 +59,22 @@ impl AppState {
         };
         let (pool, core) = (self.pool.clone(), self.core.clone());
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let given_up = GivenUp::default();
+        let job = given_up.guard(move || with_connection(&pool, &core, f));
         let sent = lane.run(Box::new(move || {
-            let _ = reply.send(with_connection(&pool, &core, f));
+            let _ = reply.send(job());
         }));
         if !sent {
             return Err(AppError::Internal(
                 "the batched-requests lane is gone".into(),
             ));
         }
-        answer.await.map_err(|_| {
-            AppError::Internal("a request failed on the batched-requests lane".into())
-        })?
+        let answer = async {
+            answer.await.map_err(|_| {
+                AppError::Internal("a request failed on the batched-requests lane".into())
+            })?
+        };
+        self.within_timeout(answer, given_up).await
     }
 
     /// Runs `f` with a pooled connection on the blocking thread pool: diesel
@@ -79,9 +85,54 @@ impl AppState {
         F: FnOnce(&mut Conn, &Core) -> AppResult<T> + Send + 'static,
     {
         let (pool, core) = (self.pool.clone(), self.core.clone());
-        web::block(move || with_connection(&pool, &core, f))
-            .await
-            .map_err(|_| AppError::Internal("the blocking pool is gone".into()))?
+        let given_up = GivenUp::default();
+        let job = given_up.guard(move || with_connection(&pool, &core, f));
+        let answer = async {
+            web::block(job)
+                .await
+                .map_err(|_| AppError::Internal("the blocking pool is gone".into()))?
+        };
+        self.within_timeout(answer, given_up).await
+    }
+
+    /// Waits for a request's database work at most `PHONEKEY_REQUEST_TIMEOUT`
+    /// (a server that stops answering holds its statements forever); then
+    /// 503, and the work is dropped if it has not started yet.
+    async fn within_timeout<T>(
+        &self,
+        answer: impl std::future::Future<Output = AppResult<T>>,
+        given_up: GivenUp,
+    ) -> AppResult<T> {
+        match tokio::time::timeout(self.core.config.request_timeout, answer).await {
+            Ok(result) => result,
+            Err(_) => {
+                given_up.0.store(true, Ordering::Relaxed);
+                Err(AppError::Unavailable(
+                    "the database did not answer within PHONEKEY_REQUEST_TIMEOUT".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Set when a request stopped waiting for its job: a job that has not
+/// started by then is not run, so that the jobs queued behind a hung
+/// database are not carried out for nobody once it answers again.
+#[derive(Clone, Default)]
+struct GivenUp(Arc<AtomicBool>);
+
+impl GivenUp {
+    fn guard<T>(
+        &self,
+        job: impl FnOnce() -> AppResult<T> + Send + 'static,
+    ) -> impl FnOnce() -> AppResult<T> + Send + 'static {
+        let given_up = self.clone();
+        move || {
+            if given_up.0.load(Ordering::Relaxed) {
+                return Err(AppError::Unavailable("the request had given up".into()));
+            }
+            job()
+        }
     }
 }
 
