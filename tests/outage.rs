@@ -350,6 +350,61 @@ async fn a_database_that_stops_answering_gives_503_then_recovers() {
     assert_eq!(user["account"]["phone"], phone.as_str());
 }
 
+/// While the database does not answer, the requests waiting for it are
+/// bounded (256 per pooled connection): past that, 503 at once, not a
+/// queue that grows for as long as the hang lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_backlog_answers_503_at_once() {
+    let (proxy, db, _, proxied_url) = proxied_database("pk_backlog").await;
+    let server = Arc::new(TestServer::start_on(
+        db,
+        &[
+            ("DATABASE_URL", &proxied_url),
+            ("PHONEKEY_DB_POOL_SIZE", "1"),
+            ("PHONEKEY_DB_TIMEOUT", "1"),
+            ("PHONEKEY_REQUEST_TIMEOUT", "4"),
+        ],
+    ));
+    let (id, secret) = server.client(&[GrantType::ClientCredentials], true);
+    let secret = secret.unwrap();
+    let form = [("grant_type", "client_credentials")];
+    assert_eq!(server.token_basic(&id, &secret, &form).await.0, 200);
+
+    proxy.freeze();
+    const ASKED: usize = 300;
+    let tasks: Vec<_> = (0..ASKED)
+        .map(|_| {
+            let (server, id, secret) = (server.clone(), id.clone(), secret.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let (status, body, _) = server.token_basic(&id, &secret, &form).await;
+                (status, body, started.elapsed())
+            })
+        })
+        .collect();
+    let mut at_once = 0;
+    for task in tasks {
+        let (status, body, took) = task.await.unwrap();
+        expect_error(status, &body, 503, "temporarily_unavailable");
+        assert!(took < Duration::from_secs(8), "a request took {took:?}");
+        // The admitted ones wait for the 4 s timeout.
+        if took < Duration::from_millis(3500) {
+            at_once += 1;
+        }
+    }
+    assert!(
+        (ASKED - 256..ASKED).contains(&at_once),
+        "{at_once} of {ASKED} answered at once: 256 may wait"
+    );
+
+    proxy.thaw();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.token_basic(&id, &secret, &form).await.0 != 200 {
+        assert!(Instant::now() < deadline, "service did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A lock that another connection holds and does not let go (an operator's
 /// `LOCK TABLES`, a stuck transaction; on SQLite another process's writer)
 /// fails the requests that need it with 503 after `PHONEKEY_DB_TIMEOUT`,
