@@ -24,6 +24,10 @@ use super::{codes, fixed, otp_grant, tickets, users, DbConn, DbError, DbResult, 
 /// bounds how many of them a connection prepares).
 const MAX_BATCH: usize = fixed::MAX_ROWS;
 
+/// Times a batch that lost a deadlock is run again before its requests are
+/// answered 503.
+const DEADLOCK_RETRIES: u32 = 3;
+
 type Opener = dyn Fn() -> DbResult<DbConn> + Send + Sync;
 /// Runs one statement for `rows`; answers one `A` per row, in their order.
 type Statement<R, A> = fn(&mut DbConn, &[R]) -> DbResult<Vec<A>>;
@@ -170,11 +174,25 @@ impl<R, A> BatchThread<R, A> {
     /// opens one. Fails unless there is one answer per row.
     fn run(&mut self, rows: &[R]) -> DbResult<Vec<A>> {
         let statement = self.statement;
-        let result = statement(self.connection()?, rows);
-        match result {
-            Err(DbError::Unavailable(_)) => self.conn = None,
-            _ => self.last_ok = Instant::now(),
-        }
+        let mut deadlocks = 0;
+        let result = loop {
+            let result = statement(self.connection()?, rows);
+            match &result {
+                Err(DbError::Unavailable(_)) => self.conn = None,
+                // Batches of other server processes lock the same rows (a
+                // getcode's rate-limit buckets): InnoDB rolled the loser's
+                // whole transaction back, so nothing of it stays and it is
+                // run again, after a pause that makes the two part ways.
+                Err(e) if e.is_deadlock() && deadlocks < DEADLOCK_RETRIES => {
+                    deadlocks += 1;
+                    let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=10);
+                    std::thread::sleep(std::time::Duration::from_millis(pause));
+                    continue;
+                }
+                _ => self.last_ok = Instant::now(),
+            }
+            break result;
+        };
         let answers = result?;
         if answers.len() != rows.len() {
             return Err(no_answer());
@@ -299,5 +317,40 @@ mod tests {
         assert!(matches!(batcher.run(3), Ok(6)));
         // The connection the panic left in an unknown state was replaced.
         assert_eq!(opened.load(Ordering::SeqCst), 2);
+    }
+
+    static ATTEMPTS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Loses a deadlock while fewer than `row` attempts have been made; a
+    /// row of 100 waits out a lock instead.
+    fn contended(conn: &mut DbConn, rows: &[i32]) -> DbResult<Vec<i32>> {
+        conn.ping()?;
+        let attempt = ATTEMPTS.fetch_add(1, Ordering::SeqCst) as i32;
+        match rows[0] {
+            100 => Err(DbError::Contention("Lock wait timeout exceeded".into())),
+            row if attempt < row => Err(DbError::Contention(
+                "Deadlock found when trying to get lock; try restarting transaction".into(),
+            )),
+            row => Ok(vec![row]),
+        }
+    }
+
+    #[test]
+    fn a_batch_that_loses_a_deadlock_runs_again_a_few_times() {
+        let open: Arc<Opener> = Arc::new(|| {
+            SqliteConnection::establish(":memory:")
+                .map(DbConn::Sqlite)
+                .map_err(|e| DbError::Unavailable(e.to_string()))
+        });
+        let batcher = Batcher::new("test", open, contended);
+        // Two deadlocks, then it commits.
+        assert!(matches!(batcher.run(2), Ok(2)));
+        assert_eq!(ATTEMPTS.swap(0, Ordering::SeqCst), 3);
+        // Deadlocks every time: four tries, then the loss is the answer.
+        assert!(matches!(batcher.run(1000), Err(e) if e.is_deadlock()));
+        assert_eq!(ATTEMPTS.swap(0, Ordering::SeqCst), 4);
+        // A lock wait already waited PHONEKEY_DB_TIMEOUT: not run again.
+        assert!(matches!(batcher.run(100), Err(DbError::Contention(_))));
+        assert_eq!(ATTEMPTS.swap(0, Ordering::SeqCst), 1);
     }
 }

@@ -247,6 +247,14 @@ pub type DbResult<T> = Result<T, DbError>;
 // using `.first()`: its bound `LIMIT ?` makes SQLite re-prepare the statement
 // on every execution.
 
+impl DbError {
+    /// A deadlock (MySQL 1213, also Galera's conflict at `COMMIT`): the
+    /// transaction was rolled back whole, so it may be run again.
+    pub fn is_deadlock(&self) -> bool {
+        matches!(self, DbError::Contention(m) if m.contains("Deadlock found"))
+    }
+}
+
 impl From<DieselError> for DbError {
     fn from(err: DieselError) -> Self {
         match &err {
@@ -256,7 +264,7 @@ impl From<DieselError> for DbError {
                     DatabaseErrorKind::UniqueViolation => DbError::Conflict(message),
                     DatabaseErrorKind::SerializationFailure => DbError::Contention(message),
                     DatabaseErrorKind::ClosedConnection => DbError::Unavailable(message),
-                    _ if is_connection_loss(&message) => DbError::Unavailable(message),
+                    _ if is_unavailable(&message) => DbError::Unavailable(message),
                     _ if is_contention(&message) => DbError::Contention(message),
                     _ => DbError::Other(message),
                 }
@@ -273,15 +281,28 @@ impl From<r2d2::PoolError> for DbError {
     }
 }
 
-// MySQL client errors 2006/2013 and friends arrive as `Unknown` with only a message.
-fn is_connection_loss(message: &str) -> bool {
-    const SIGNS: [&str; 6] = [
+// The database cannot take the statement now, through no fault of the
+// request: 503, and service resumes by itself. These arrive as `Unknown`
+// with only a message.
+fn is_unavailable(message: &str) -> bool {
+    const SIGNS: [&str; 12] = [
+        // MySQL client errors 2006/2013 and friends: the connection is lost.
         "server has gone away",
         "Lost connection",
         "Can't connect",
         "Connection refused",
         "connection was killed",
         "Server shutdown",
+        // The disk is full (SQLite's SQLITE_FULL; MySQL 1114 and errno 28)
+        // or failing (SQLITE_IOERR).
+        "database or disk is full",
+        "disk I/O error",
+        "' is full",
+        "No space left on device",
+        // A read-only database: SQLite's file, or a MySQL server in
+        // `read_only` (a replica during a failover).
+        "readonly database",
+        "--read-only option",
     ];
     SIGNS.iter().any(|s| message.contains(s))
 }
@@ -688,4 +709,30 @@ pub fn migrate(conn: &mut DbConn) -> DbResult<usize> {
         DbConn::Mysql(c) => c.run_pending_migrations(MYSQL_MIGRATIONS).map(|v| v.len()),
     };
     ran.map_err(|e| DbError::Other(format!("migration failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_of_storage_that_cannot_take_writes_now_are_unavailable() {
+        // As MySQL and MariaDB word them; SQLite's are met for real in
+        // tests/storage_full.rs.
+        for message in [
+            "The table 'access_tokens' is full",
+            "Error writing file './test/refresh_tokens.ibd' (Errcode: 28 \"No space left on device\")",
+            "The MariaDB server is running with the --read-only option so it cannot execute this statement",
+            "MySQL server has gone away",
+        ] {
+            assert!(is_unavailable(message), "{message}");
+        }
+        for message in [
+            "Duplicate entry 'x' for key 'PRIMARY'",
+            "Data too long for column 'phone' at row 1",
+            "no such table: users",
+        ] {
+            assert!(!is_unavailable(message), "{message}");
+        }
+    }
 }
