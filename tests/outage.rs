@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use diesel::prelude::*;
 use phonekey::oauth::clients::GrantType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -152,19 +151,6 @@ async fn rotate(
 ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
     let form = [("grant_type", "refresh_token"), ("refresh_token", refresh)];
     server.token_basic(id, secret, &form).await
-}
-
-fn count_rows(db_url: &str, table: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let mut conn = diesel::MysqlConnection::establish(db_url).unwrap();
-    diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
-        .get_result::<Count>(&mut conn)
-        .unwrap()
-        .n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,21 +3,7 @@
 mod common;
 
 use common::*;
-use diesel::prelude::*;
 use phonekey::oauth::clients::GrantType;
-
-fn count(server: &TestServer, table: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let mut conn = phonekey::db::connect_once(&server.config.database).unwrap();
-    diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
-        .get_result::<Count>(conn.db().expect("a connection"))
-        .unwrap()
-        .n
-}
 
 #[tokio::test]
 async fn purge_deletes_only_what_expired_before_the_cutoff() {
@@ -32,7 +18,10 @@ async fn purge_deletes_only_what_expired_before_the_cutoff() {
         "refresh_tokens",
         "rate_limits",
     ];
-    let before: Vec<i64> = tables.iter().map(|t| count(&server, t)).collect();
+    let before: Vec<i64> = tables
+        .iter()
+        .map(|t| count_rows(&server.db.url(), t))
+        .collect();
     assert!(before.iter().all(|&n| n > 0), "{before:?}");
 
     let now = server.clock_now();
@@ -43,7 +32,10 @@ async fn purge_deletes_only_what_expired_before_the_cutoff() {
         0
     );
     assert_eq!(
-        tables.iter().map(|t| count(&server, t)).collect::<Vec<_>>(),
+        tables
+            .iter()
+            .map(|t| count_rows(&server.db.url(), t))
+            .collect::<Vec<_>>(),
         before
     );
 
@@ -52,11 +44,11 @@ async fn purge_deletes_only_what_expired_before_the_cutoff() {
     let purged = phonekey::db::purge::expired(&mut conn, later, later - 90_000).unwrap();
     assert_eq!(purged as i64, before.iter().sum::<i64>());
     for t in tables {
-        assert_eq!(count(&server, t), 0, "{t}");
+        assert_eq!(count_rows(&server.db.url(), t), 0, "{t}");
     }
     // Users and clients are not expiring data.
-    assert_eq!(count(&server, "users"), 1);
-    assert_eq!(count(&server, "applications"), 1);
+    assert_eq!(count_rows(&server.db.url(), "users"), 1);
+    assert_eq!(count_rows(&server.db.url(), "applications"), 1);
     drop(tokens);
 }
 
@@ -86,12 +78,12 @@ async fn purge_works_in_batches() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(count(&server, "access_tokens"), 1280);
+    assert_eq!(count_rows(&server.db.url(), "access_tokens"), 1280);
     let later = server.clock_now() + 2 * 86_400;
     let mut conn = phonekey::db::connect_once(&server.config.database).unwrap();
     assert_eq!(
         phonekey::db::purge::expired(&mut conn, later, later).unwrap(),
         1280
     );
-    assert_eq!(count(&server, "access_tokens"), 0);
+    assert_eq!(count_rows(&server.db.url(), "access_tokens"), 0);
 }

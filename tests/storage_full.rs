@@ -59,21 +59,6 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-fn count_rows(url: &str, table: &str) -> i64 {
-    use diesel::prelude::*;
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let path = url.trim_start_matches("sqlite://");
-    let mut conn = diesel::SqliteConnection::establish(path).expect("open the database");
-    diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
-        .get_result::<Count>(&mut conn)
-        .expect("count")
-        .n
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_gives_503_and_service_resumes_when_space_is_freed() {
     let Some(disk) = SmallDisk::mount() else {

@@ -15,7 +15,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
 
 use super::tokens::{self, AccessTokenRow, RefreshTokenRow, WithUsername};
 use super::{codes, fixed, otp_grant, tickets, users, DbConn, DbError, DbResult, TRUST_FOR};
@@ -185,8 +187,8 @@ impl<R, A> BatchThread<R, A> {
                 // run again, after a pause that makes the two part ways.
                 Err(e) if e.is_deadlock() && deadlocks < DEADLOCK_RETRIES => {
                     deadlocks += 1;
-                    let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=10);
-                    std::thread::sleep(std::time::Duration::from_millis(pause));
+                    let pause = rand::thread_rng().gen_range(1..=10);
+                    std::thread::sleep(Duration::from_millis(pause));
                     continue;
                 }
                 _ => self.last_ok = Instant::now(),

@@ -69,9 +69,8 @@ impl AppState {
         let Some(lane) = &self.lane else {
             return self.blocking(f).await;
         };
-        let (pool, core) = (self.pool.clone(), self.core.clone());
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let (given_up, job) = self.admit(move || with_connection(&pool, &core, f))?;
+        let (given_up, job) = self.admit(f)?;
         let sent = lane.run(Box::new(move || {
             let _ = reply.send(job());
         }));
@@ -95,8 +94,7 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut Conn, &Core) -> AppResult<T> + Send + 'static,
     {
-        let (pool, core) = (self.pool.clone(), self.core.clone());
-        let (given_up, job) = self.admit(move || with_connection(&pool, &core, f))?;
+        let (given_up, job) = self.admit(f)?;
         let answer = async {
             web::block(job)
                 .await
@@ -105,28 +103,37 @@ impl AppState {
         self.within_timeout(answer, given_up).await
     }
 
-    /// Takes a place in the backlog for a request's database work, or 503
-    /// at once when it is full. The job returned gives the place back when
-    /// it ends, and is not run if its request has given up by then (see
-    /// `within_timeout`): the jobs queued behind a database that stopped
+    /// Takes a place in the backlog for `f`, a request's database work, or
+    /// 503 at once when it is full. Returns the flag that `within_timeout`
+    /// sets when the request gives up, and the job to run: it gives the place
+    /// back when it ends, and does nothing if its request has given up by
+    /// then, so that the jobs queued behind a database that stopped
     /// answering are not carried out for nobody once it answers again.
-    fn admit<T>(
+    fn admit<T, F>(
         &self,
-        job: impl FnOnce() -> AppResult<T> + Send + 'static,
-    ) -> AppResult<(GivenUp, impl FnOnce() -> AppResult<T> + Send + 'static)> {
+        f: F,
+    ) -> AppResult<(
+        Arc<AtomicBool>,
+        impl FnOnce() -> AppResult<T> + Send + 'static,
+    )>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn, &Core) -> AppResult<T> + Send + 'static,
+    {
         let place = self.backlog.take().ok_or_else(|| {
             AppError::Unavailable("too many requests are waiting for the database".into())
         })?;
-        let given_up = GivenUp::default();
+        let given_up = Arc::new(AtomicBool::new(false));
         let flag = given_up.clone();
-        let guarded = move || {
+        let (pool, core) = (self.pool.clone(), self.core.clone());
+        let job = move || {
             let _place = place;
-            if flag.0.load(Ordering::Relaxed) {
+            if flag.load(Ordering::Relaxed) {
                 return Err(AppError::Unavailable("the request had given up".into()));
             }
-            job()
+            with_connection(&pool, &core, f)
         };
-        Ok((given_up, guarded))
+        Ok((given_up, job))
     }
 
     /// Waits for a request's database work at most `PHONEKEY_REQUEST_TIMEOUT`
@@ -135,12 +142,12 @@ impl AppState {
     async fn within_timeout<T>(
         &self,
         answer: impl std::future::Future<Output = AppResult<T>>,
-        given_up: GivenUp,
+        given_up: Arc<AtomicBool>,
     ) -> AppResult<T> {
         match tokio::time::timeout(self.core.config.request_timeout, answer).await {
             Ok(result) => result,
             Err(_) => {
-                given_up.0.store(true, Ordering::Relaxed);
+                given_up.store(true, Ordering::Relaxed);
                 Err(AppError::Unavailable(
                     "the database did not answer within PHONEKEY_REQUEST_TIMEOUT".into(),
                 ))
@@ -148,10 +155,6 @@ impl AppState {
         }
     }
 }
-
-/// Set when a request stopped waiting for its job.
-#[derive(Clone, Default)]
-struct GivenUp(Arc<AtomicBool>);
 
 /// How many requests' database work is queued or running, and the most
 /// that may be.

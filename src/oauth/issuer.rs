@@ -99,8 +99,8 @@ impl OAuthStore<'_> {
     /// Signs an access token for `grant` (and makes a refresh token when the
     /// grant calls for one) without touching the database, so that tokens
     /// are signed before their transaction opens (on SQLite, outside the one
-    /// writer's turn). `spend` is the stored key of the refresh token being rotated, recorded as
-    /// the new one's parent.
+    /// writer's turn). `spend` is the stored key of the refresh token being
+    /// rotated, recorded as the new one's parent.
     pub(super) fn prepare_tokens(&self, grant: &Grant, spend: Option<&str>) -> AppResult<Prepared> {
         let core = self.core;
         let now = self.now;
@@ -174,8 +174,8 @@ impl OAuthStore<'_> {
     }
 
     /// Signs and stores tokens for `grant` in a transaction of their own,
-    /// spending `spend` (a refresh token's stored key) or the authorization code set in
-    /// `spend_code` in it.
+    /// spending `spend` (a refresh token's stored key) or the authorization
+    /// code set in `spend_code` in it.
     fn issue_tokens(&self, grant: &Grant, spend: Option<&str>) -> AppResult<Issued> {
         let tokens = self.prepare_tokens(grant, spend)?;
         let spend_code = self.spend_code.borrow_mut().take();

@@ -555,6 +555,23 @@ impl TestServer {
 }
 
 /// A JWT's claims, unverified (other tests check signatures).
+/// Rows in `table` of the database at `url` (either backend), read over a
+/// connection of the test's own.
+pub fn count_rows(url: &str, table: &str) -> i64 {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let url = phonekey::db::DbUrl::parse(url).expect("a database URL");
+    let mut conn = phonekey::db::connect_once(&url).expect("open the database");
+    diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
+        .get_result::<Count>(conn.db().expect("a connection"))
+        .expect("count")
+        .n
+}
+
 pub fn jwt_claims(jwt: &str) -> Value {
     use base64::Engine;
     let payload = jwt.split('.').nth(1).expect("a JWT");
