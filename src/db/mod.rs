@@ -37,6 +37,7 @@ pub mod otp_grant;
 pub mod proofs;
 pub mod purge;
 pub mod rate_limits;
+mod readers;
 pub mod schema;
 pub mod sessions;
 pub mod settings;
@@ -100,6 +101,22 @@ enum Source {
     },
     /// A connection outside any pool (start-up, CLI).
     Own(Box<Slot>),
+    /// SQLite: the serving thread's own reader connection (`readers`),
+    /// kept for the thread's next request when this is dropped.
+    Thread {
+        readers: readers::Readers,
+        slot: Option<Box<Slot>>,
+    },
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if let Source::Thread { readers, slot } = self {
+            if let Some(slot) = slot.take() {
+                readers.keep(slot);
+            }
+        }
+    }
 }
 
 impl Conn {
@@ -108,6 +125,13 @@ impl Conn {
     pub fn db(&mut self) -> DbResult<&mut DbConn> {
         let slot: &mut Slot = match &mut self.source {
             Source::Own(slot) => slot,
+            Source::Thread { readers, slot } => {
+                let taken = match slot.take() {
+                    Some(taken) => taken,
+                    None => readers.take()?,
+                };
+                slot.insert(taken)
+            }
             Source::Pool { pool, held } => {
                 let taken = match held.take() {
                     Some(taken) => taken,
@@ -196,10 +220,13 @@ impl Conn {
     pub fn record(&mut self, connection_lost: bool) {
         let slot: &mut Slot = match &mut self.source {
             Source::Own(slot) => slot,
+            Source::Thread {
+                slot: Some(slot), ..
+            } => slot,
             Source::Pool {
                 held: Some(held), ..
             } => held,
-            Source::Pool { held: None, .. } => return,
+            Source::Pool { held: None, .. } | Source::Thread { slot: None, .. } => return,
         };
         if connection_lost {
             slot.broken = true;
@@ -618,22 +645,24 @@ pub struct PoolOptions {
 /// Builds the pool without waiting for the database: the server starts and
 /// answers 503 until the database is there.
 ///
-/// SQLite gets the same number of connections as MySQL although they only
-/// read: a request keeps its connection while the writer thread runs its
-/// write, so the pool bounds the writes in flight, and with them how many
-/// writes one commit can hold (16 instead of 8: otp_token +15%, refresh +6%).
+/// SQLite requests read on their serving thread's own connection
+/// (`readers`); its pool serves the rest (upkeep, tools). The pool's size
+/// still sets how many threads serve requests (`crate::serve`), which bounds
+/// the writes in flight, and with them how many one commit can hold.
 pub fn build_pool(url: &DbUrl, options: &PoolOptions) -> Pool {
     let lock_wait = options.connect_timeout;
+    let manager = || Manager {
+        url: url.clone(),
+        lock_wait,
+    };
     let inner = r2d2::Pool::builder()
         .max_size(options.max_size.max(1))
         .min_idle(Some(0))
         .connection_timeout(options.connect_timeout)
-        .build_unchecked(Manager {
-            url: url.clone(),
-            lock_wait,
-        });
+        .build_unchecked(manager());
     Pool {
         inner,
+        readers: (url.backend == Backend::Sqlite).then(|| readers::Readers::new(manager())),
         backend: url.backend,
         shared: Shared::new(url, lock_wait),
     }
@@ -643,6 +672,8 @@ pub fn build_pool(url: &DbUrl, options: &PoolOptions) -> Pool {
 #[derive(Clone)]
 pub struct Pool {
     inner: r2d2::Pool<Manager>,
+    /// SQLite: the serving threads' own reader connections.
+    readers: Option<readers::Readers>,
     backend: Backend,
     shared: Shared,
 }
@@ -655,14 +686,20 @@ impl Pool {
         Ok(conn)
     }
 
-    /// A request's connection. On MySQL it is taken at the request's first
-    /// statement that is not batched, if it has one. On SQLite it is taken
-    /// now: the pool bounds the writes waiting for the writer thread, and
-    /// with them how many one commit holds (`build_pool`).
-    pub fn for_request(&self) -> DbResult<Conn> {
-        match self.backend {
-            Backend::Mysql => Ok(self.lazy()),
-            Backend::Sqlite => self.get(),
+    /// A request's connection, taken at its first statement that needs one.
+    /// On MySQL that is its first statement that is not batched, if it has
+    /// one, from the pool; on SQLite its first read, on the serving
+    /// thread's own connection.
+    pub fn for_request(&self) -> Conn {
+        match &self.readers {
+            Some(readers) => {
+                let source = Source::Thread {
+                    readers: readers.clone(),
+                    slot: None,
+                };
+                self.shared.conn(self.backend, source)
+            }
+            None => self.lazy(),
         }
     }
 

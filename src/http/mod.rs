@@ -188,7 +188,7 @@ fn with_connection<T>(
     core: &Core,
     f: impl FnOnce(&mut Conn, &Core) -> AppResult<T>,
 ) -> AppResult<T> {
-    let mut conn = pool.for_request()?;
+    let mut conn = pool.for_request();
     let result = f(&mut conn, core);
     conn.record(matches!(result, Err(AppError::Unavailable(_))));
     result

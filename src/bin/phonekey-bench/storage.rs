@@ -47,7 +47,7 @@ impl Storage {
         })
     }
 
-    /// Runs `f` on a pooled connection on the blocking pool, as the server does.
+    /// Runs `f` on a request's connection on the blocking pool, as the server does.
     async fn with_conn<T, F>(&self, f: F) -> Result<T, String>
     where
         T: Send + 'static,
@@ -55,7 +55,7 @@ impl Storage {
     {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(|e| e.to_string())?;
+            let mut conn = pool.for_request();
             f(&mut conn).map_err(|e| e.to_string())
         })
         .await
