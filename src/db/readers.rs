@@ -6,10 +6,11 @@
 //! each take r2d2's mutex, which ~20 blocking threads on two cores contend
 //! for: a thread that finds it held spins with `sched_yield` (parking_lot),
 //! and under load such a yield stood in the run queue for 1-4 ms (`perf
-//! trace`: about 1,500 of them a second during otp_login). Measured in four
-//! interleaved pairs: otp_token +1-20%, otp_login -0.5-+20% (docs/performance.md).
-//! Threads serving requests are bounded (the blocking pool), and so are these
-//! connections; writes still go through the writer thread.
+//! trace`: about 1,500 of them a second during otp_login). Without it, 95%
+//! fewer yields and otp_token +8% over five interleaved pairs
+//! (docs/performance.md). Threads serving requests are bounded (the blocking
+//! pool), and so are these connections; writes still go through the writer
+//! thread.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
