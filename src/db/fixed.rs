@@ -180,6 +180,12 @@ const ROW_COUNTS: [usize; 14] = [1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64]
 #[cfg(feature = "mysql")]
 pub const MAX_ROWS: usize = ROW_COUNTS[ROW_COUNTS.len() - 1];
 
+/// Whether `insert_rows` inserts `rows` rows in one statement.
+#[cfg(feature = "mysql")]
+pub fn one_statement(rows: usize) -> bool {
+    ROW_COUNTS.contains(&rows)
+}
+
 /// Inserts rows: `head` (an `INSERT … (columns)`), `VALUES` with `row` (one
 /// row's placeholders, as many as each row has binds) repeated, then `tail`
 /// (empty or an `ON DUPLICATE KEY …` clause), in as few statements of

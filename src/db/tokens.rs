@@ -78,11 +78,17 @@ pub fn insert_access(conn: &mut DbConn, row: &AccessTokenRow) -> DbResult<()> {
     Ok(())
 }
 
-/// Inserts new access tokens in one statement (MySQL's batched inserts,
-/// `db::batch`); all or none are stored.
+/// Inserts the new access tokens of a batch (MySQL's batched inserts,
+/// `db::batch`); all or none are stored, so that a batch that fails can be
+/// run again row by row. One statement is atomic by itself; a row count that
+/// `fixed::insert_rows` splits into several statements gets a transaction.
 #[cfg(feature = "mysql")]
 pub(super) fn insert_access_rows(conn: &mut DbConn, rows: &[AccessTokenRow]) -> DbResult<Vec<()>> {
-    insert_access_many(conn, rows.iter())?;
+    if fixed::one_statement(rows.len()) {
+        insert_access_many(conn, rows.iter())?;
+    } else {
+        conn.write_tx(|conn| insert_access_many(conn, rows.iter()))?;
+    }
     Ok(vec![(); rows.len()])
 }
 
@@ -496,4 +502,52 @@ pub fn revoke_access(conn: &mut DbConn, jti: &str) -> DbResult<()> {
     .set(access_tokens::revoked.eq(true))
     .execute(c))?;
     Ok(())
+}
+
+#[cfg(all(test, feature = "mysql"))]
+mod tests {
+    use super::*;
+
+    fn row(jti: &str) -> AccessTokenRow {
+        AccessTokenRow {
+            jti: jti.into(),
+            client_id: "app".into(),
+            user_id: None,
+            scope: String::new(),
+            family: None,
+            issued_at: 1_800_000_000,
+            expires_at: 1_800_003_600,
+            revoked: false,
+            audience: None,
+            token_hash: Some(secrets::sha256_hex(jti.as_bytes())),
+        }
+    }
+
+    fn stored(conn: &mut DbConn) -> i64 {
+        on_backend!(conn, |c| access_tokens::table.count().get_result::<i64>(c)).expect("count")
+    }
+
+    /// A batch of 11 rows takes two statements (8 and 3 rows); one that fails
+    /// in its second statement must not leave the first one's rows behind:
+    /// the batcher then runs each row alone, and those would be refused as
+    /// duplicates of themselves (seen: `token_store.rs` failed so on MariaDB).
+    #[test]
+    fn a_batch_split_into_statements_stores_all_or_nothing() {
+        use diesel::Connection;
+        let mut conn = DbConn::Sqlite(
+            diesel::SqliteConnection::establish(":memory:").expect("an in-memory database"),
+        );
+        crate::db::migrate(&mut conn).expect("migrate");
+        insert_access(&mut conn, &row("taken")).expect("the first row");
+
+        let mut rows: Vec<AccessTokenRow> = (0..11).map(|i| row(&format!("new-{i}"))).collect();
+        rows[9] = row("taken");
+        let result = insert_access_rows(&mut conn, &rows);
+        assert!(matches!(result, Err(DbError::Conflict(_))), "{result:?}");
+        assert_eq!(stored(&mut conn), 1, "the first statement's rows stayed");
+
+        rows[9] = row("new-9");
+        insert_access_rows(&mut conn, &rows).expect("a batch of new rows");
+        assert_eq!(stored(&mut conn), 12);
+    }
 }
