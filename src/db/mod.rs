@@ -109,6 +109,15 @@ enum Source {
     },
 }
 
+/// The connection in `held`, taken with `take` if it holds none yet.
+fn held_or_taken<C>(held: &mut Option<C>, take: impl FnOnce() -> DbResult<C>) -> DbResult<&mut C> {
+    let conn = match held.take() {
+        Some(conn) => conn,
+        None => take()?,
+    };
+    Ok(held.insert(conn))
+}
+
 impl Drop for Source {
     fn drop(&mut self) {
         if let Source::Thread { readers, slot } = self {
@@ -125,20 +134,8 @@ impl Conn {
     pub fn db(&mut self) -> DbResult<&mut DbConn> {
         let slot: &mut Slot = match &mut self.source {
             Source::Own(slot) => slot,
-            Source::Thread { readers, slot } => {
-                let taken = match slot.take() {
-                    Some(taken) => taken,
-                    None => readers.take()?,
-                };
-                slot.insert(taken)
-            }
-            Source::Pool { pool, held } => {
-                let taken = match held.take() {
-                    Some(taken) => taken,
-                    None => pool.get()?,
-                };
-                held.insert(taken)
-            }
+            Source::Thread { readers, slot } => held_or_taken(slot, || readers.take())?,
+            Source::Pool { pool, held } => held_or_taken(held, || Ok(pool.get()?))?,
         };
         Ok(&mut slot.inner)
     }

@@ -267,6 +267,11 @@ impl SmsSink {
         self.messages.lock().unwrap().clone()
     }
 
+    /// How many SMS were sent to `phone`.
+    pub fn sent_to(&self, phone: &str) -> usize {
+        self.messages().iter().filter(|m| m["to"] == phone).count()
+    }
+
     /// The code of the newest SMS to `phone`.
     pub fn last_code(&self, phone: &str) -> String {
         self.messages()
@@ -554,7 +559,6 @@ impl TestServer {
     }
 }
 
-/// A JWT's claims, unverified (other tests check signatures).
 /// Rows in `table` of the database at `url` (either backend), read over a
 /// connection of the test's own.
 pub fn count_rows(url: &str, table: &str) -> i64 {
@@ -572,6 +576,7 @@ pub fn count_rows(url: &str, table: &str) -> i64 {
         .n
 }
 
+/// A JWT's claims, unverified (other tests check signatures).
 pub fn jwt_claims(jwt: &str) -> Value {
     use base64::Engine;
     let payload = jwt.split('.').nth(1).expect("a JWT");
