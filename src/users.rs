@@ -218,6 +218,14 @@ pub struct SignUp {
     errors: FieldErrors,
 }
 
+impl SignUp {
+    /// Whether creating this user hashes a password (argon2, tens of
+    /// milliseconds of CPU).
+    pub fn hashes_password(&self) -> bool {
+        self.user.password.is_some()
+    }
+}
+
 struct UserFields {
     username: String,
     email: Option<String>,

@@ -107,6 +107,10 @@ enum Source {
         readers: readers::Readers,
         slot: Option<Box<Slot>>,
     },
+    /// SQLite: the writer thread's connection, lent to a request that runs
+    /// there (`GroupWriter::run_request`) inside the batch's open
+    /// transaction; its writes are savepoints of that transaction.
+    Writer(Option<Box<Slot>>),
 }
 
 /// The connection in `held`, taken with `take` if it holds none yet.
@@ -128,6 +132,16 @@ impl Drop for Source {
     }
 }
 
+impl Slot {
+    fn new(inner: DbConn) -> Slot {
+        Slot {
+            inner,
+            last_ok: Instant::now(),
+            broken: false,
+        }
+    }
+}
+
 impl Conn {
     /// The connection, taken from the pool now if it has not been yet
     /// (`Unavailable` if none frees up within the pool's timeout).
@@ -136,8 +150,35 @@ impl Conn {
             Source::Own(slot) => slot,
             Source::Thread { readers, slot } => held_or_taken(slot, || readers.take())?,
             Source::Pool { pool, held } => held_or_taken(held, || Ok(pool.get()?))?,
+            Source::Writer(slot) => slot.as_mut().ok_or_else(|| {
+                DbError::Unavailable("the SQLite writer's connection is gone".into())
+            })?,
         };
         Ok(&mut slot.inner)
+    }
+
+    /// A request's handle on the writer thread's connection (`Source::Writer`).
+    fn lent_by_writer(slot: Option<Box<Slot>>) -> Conn {
+        Conn {
+            backend: Backend::Sqlite,
+            source: Source::Writer(slot),
+            writer: None,
+            #[cfg(feature = "mysql")]
+            batched: None,
+        }
+    }
+
+    /// The writer's connection back from `lent_by_writer`.
+    fn give_back_to_writer(&mut self) -> Option<Box<Slot>> {
+        match &mut self.source {
+            Source::Writer(slot) => slot.take(),
+            _ => None,
+        }
+    }
+
+    /// Whether this runs on the writer thread, inside its open transaction.
+    fn on_writer(&self) -> bool {
+        matches!(self.source, Source::Writer(_))
     }
 
     pub fn backend(&self) -> Backend {
@@ -154,6 +195,9 @@ impl Conn {
         E: From<DbError> + Send + 'static,
         F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
     {
+        if self.on_writer() {
+            return writer::in_savepoint(self.db()?, f);
+        }
         match &self.writer {
             Some(writer) => writer.run(f),
             None => self.db()?.write_tx(f),
@@ -185,6 +229,9 @@ impl Conn {
         E: From<DbError> + Send + 'static,
         F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
     {
+        if self.on_writer() {
+            return writer::in_savepoint(self.db()?, f);
+        }
         if let Some(writer) = &self.writer {
             return writer.run(f);
         }
@@ -223,7 +270,9 @@ impl Conn {
             Source::Pool {
                 held: Some(held), ..
             } => held,
-            Source::Pool { held: None, .. } | Source::Thread { slot: None, .. } => return,
+            Source::Pool { held: None, .. }
+            | Source::Thread { slot: None, .. }
+            | Source::Writer(_) => return,
         };
         if connection_lost {
             slot.broken = true;
@@ -406,11 +455,7 @@ impl ManageConnection for Manager {
     type Error = r2d2::Error;
 
     fn connect(&self) -> Result<Slot, r2d2::Error> {
-        Ok(Slot {
-            inner: self.open()?,
-            last_ok: Instant::now(),
-            broken: false,
-        })
+        Ok(Slot::new(self.open()?))
     }
 
     fn is_valid(&self, conn: &mut Slot) -> Result<(), r2d2::Error> {
@@ -697,6 +742,21 @@ impl Pool {
                 self.shared.conn(self.backend, source)
             }
             None => self.lazy(),
+        }
+    }
+
+    /// SQLite: runs `f` whole on the writer thread (`GroupWriter::run_request`);
+    /// `answer` gets its result once the batch holding its writes has
+    /// committed. On MySQL, which has no writer thread, `answer` is told so.
+    pub fn run_on_writer<T, F, A>(&self, f: F, answer: A)
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> T + Send + 'static,
+        A: FnOnce(Result<T, DbError>) + Send + 'static,
+    {
+        match &self.shared.writer {
+            Some(writer) => writer.run_request(f, answer),
+            None => answer(Err(DbError::Other("no SQLite writer".into()))),
         }
     }
 

@@ -6,6 +6,11 @@
 //! answer only after the COMMIT that holds its changes, so a request never
 //! reports a write that a failed commit threw away.
 //!
+//! A request whose database work is little more than its writes may run
+//! here whole (`run_request`), with a `Conn` lent this connection: its caller
+//! awaits the answer instead of blocking a thread on it, which spares the
+//! two thread hops to and from a blocking thread.
+//!
 //! One thread instead of a lock that requests pass around: each write costs
 //! one hand-off (the answer) instead of two (the lock, then the batch's end),
 //! and the connection stays warm in one thread's cache. The price is that a
@@ -25,7 +30,7 @@ use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sqlite::Sqlite;
 use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
 
-use super::{DbConn, DbError};
+use super::{Conn, DbConn, DbError, Slot};
 
 /// A batch is committed after this many writes even if more are queued, so
 /// the first writer of a busy batch waits a bounded time.
@@ -55,7 +60,15 @@ struct Job {
     work: Work,
 }
 
-type Work = Box<dyn FnOnce(Result<&mut DbConn, DbError>) -> Ran + Send>;
+enum Work {
+    /// A write whose caller blocks until it is answered.
+    Write(RunsOn<DbConn>),
+    /// A request's database work, given a `Conn` over the writer's connection.
+    Request(RunsOn<Conn>),
+}
+
+/// Work given `C` over the writer's connection, or told why there is none.
+type RunsOn<C> = Box<dyn FnOnce(Result<&mut C, DbError>) -> Ran + Send>;
 
 struct Ran {
     kept: bool,
@@ -65,7 +78,10 @@ struct Ran {
 impl Job {
     /// Answers the job with `err` without running it.
     fn refuse(self, err: DbError) {
-        let ran = (self.work)(Err(err));
+        let ran = match self.work {
+            Work::Write(work) => work(Err(err)),
+            Work::Request(work) => work(Err(err)),
+        };
         (ran.answer)(None);
     }
 }
@@ -99,7 +115,7 @@ impl std::fmt::Debug for GroupWriter {
 /// What the writer thread owns.
 struct Writer {
     open: Arc<Opener>,
-    conn: Option<DbConn>,
+    conn: Option<Box<Slot>>,
     /// Wakes the checkpointer thread; dropping it ends that thread.
     checkpoint: SyncSender<()>,
     /// The WAL's length in frames, as the last checkpoint saw it.
@@ -190,15 +206,10 @@ impl GroupWriter {
         };
         let job = Job {
             savepoint,
-            work: Box::new(work),
+            work: Work::Write(Box::new(work)),
         };
-        let stopped = || DbError::Unavailable("the SQLite writer has stopped".into());
-        if self
-            .jobs
-            .as_ref()
-            .is_none_or(|jobs| jobs.send(job).is_err())
-        {
-            return Err(stopped().into());
+        if let Err(job) = self.submit(job) {
+            job.refuse(stopped());
         }
         match answer.recv() {
             Ok(Ok(result)) => result,
@@ -206,13 +217,65 @@ impl GroupWriter {
             Err(_) => Err(stopped().into()),
         }
     }
+
+    /// Runs `f` on the writer thread, in a savepoint of the shared
+    /// transaction, with a `Conn` whose writes join that transaction in
+    /// savepoints of their own and whose reads see it. `answer` gets what `f`
+    /// returned once the transaction has committed, or the error that lost
+    /// it; a panic in `f` undoes its changes and drops `answer` unanswered.
+    /// `f` holds up every other write while it runs: it must not hash a
+    /// password or sign a token.
+    pub fn run_request<T, F, A>(&self, f: F, answer: A)
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> T + Send + 'static,
+        A: FnOnce(Result<T, DbError>) + Send + 'static,
+    {
+        let work = move |conn: Result<&mut Conn, DbError>| {
+            let outcome = match conn {
+                Ok(conn) => catch_unwind(AssertUnwindSafe(|| f(conn))).ok(),
+                Err(e) => {
+                    return Ran {
+                        kept: false,
+                        answer: Box::new(move |_| answer(Err(e))),
+                    }
+                }
+            };
+            let kept = outcome.is_some();
+            let answer: Answer = Box::new(move |failure| match (outcome, failure) {
+                (Some(_), Some(e)) => answer(Err(e)),
+                (Some(value), None) => answer(Ok(value)),
+                (None, _) => tracing::error!("a request panicked on the SQLite writer"),
+            });
+            Ran { kept, answer }
+        };
+        let job = Job {
+            savepoint: true,
+            work: Work::Request(Box::new(work)),
+        };
+        if let Err(job) = self.submit(job) {
+            job.refuse(stopped());
+        }
+    }
+
+    /// Queues `job`, or hands it back if the writer thread has stopped.
+    fn submit(&self, job: Job) -> Result<(), Job> {
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).map_err(|returned| returned.0),
+            None => Err(job),
+        }
+    }
+}
+
+fn stopped() -> DbError {
+    DbError::Unavailable("the SQLite writer has stopped".into())
 }
 
 impl Writer {
     fn serve(mut self, queue: Receiver<Job>) {
         while let Ok(first) = queue.recv() {
-            let mut conn = match self.begin() {
-                Ok(conn) => conn,
+            let mut slot = match self.begin() {
+                Ok(slot) => Some(slot),
                 Err(e) => {
                     first.refuse(e);
                     continue;
@@ -224,7 +287,7 @@ impl Writer {
             let mut ran = 0;
             while let Some(job) = next.take() {
                 ran += 1;
-                match run_job(&mut conn, job) {
+                match run_job(&mut slot, job) {
                     Ok(Some(answer)) => answers.push(answer),
                     Ok(None) => {}
                     Err(e) => {
@@ -236,50 +299,62 @@ impl Writer {
                     next = queue.try_recv().ok();
                 }
             }
-            self.end_batch(conn, failure, answers);
+            self.end_batch(slot, failure, answers);
         }
     }
 
     /// Opens a batch's transaction on the connection, which the batch holds
     /// until `end_batch` (a new one is opened if there is none).
-    fn begin(&mut self) -> Result<DbConn, DbError> {
-        let mut conn = match self.conn.take() {
-            Some(conn) => conn,
+    fn begin(&mut self) -> Result<Box<Slot>, DbError> {
+        let mut slot = match self.conn.take() {
+            Some(slot) => slot,
             None => {
                 let mut conn = (self.open)()?;
                 conn.batch_execute(&format!(
                     "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_FILE_LIMIT}"
                 ))?;
-                conn
+                Box::new(Slot::new(conn))
             }
         };
         // IMMEDIATE takes the write lock now, waiting out other processes'
         // writers, instead of failing later on a stale snapshot.
-        if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE") {
+        if let Err(e) = exec(&mut slot.inner, "BEGIN IMMEDIATE") {
             let err = DbError::from(e);
             if !matches!(err, DbError::Unavailable(_)) {
-                self.conn = Some(conn);
+                self.conn = Some(slot);
             }
             return Err(err);
         }
-        Ok(conn)
+        Ok(slot)
     }
 
     /// Commits the batch (or rolls it back after `failure`), answers its
     /// writers, and then checkpoints if one is due.
-    fn end_batch(&mut self, mut conn: DbConn, failure: Option<DbError>, answers: Vec<Answer>) {
-        let failure = failure.or_else(|| exec(&mut conn, "COMMIT").err().map(DbError::from));
-        if failure.is_none() || exec(&mut conn, "ROLLBACK").is_ok() {
-            self.conn = Some(conn);
-        }
+    fn end_batch(
+        &mut self,
+        slot: Option<Box<Slot>>,
+        failure: Option<DbError>,
+        answers: Vec<Answer>,
+    ) {
+        let failure = match slot {
+            Some(mut slot) => {
+                let failure =
+                    failure.or_else(|| exec(&mut slot.inner, "COMMIT").err().map(DbError::from));
+                if failure.is_none() || exec(&mut slot.inner, "ROLLBACK").is_ok() {
+                    self.conn = Some(slot);
+                }
+                failure
+            }
+            None => Some(failure.unwrap_or_else(lent_out)),
+        };
         // Otherwise the connection is in an unknown state: it is dropped, and
         // the next batch opens a new one.
         for answer in answers {
             answer(failure.clone());
         }
         if self.wal_frames.load(Ordering::Relaxed) > self.wal_limit {
-            if let Some(conn) = self.conn.as_mut() {
-                if let Err(e) = checkpoint(conn, "RESTART") {
+            if let Some(slot) = self.conn.as_mut() {
+                if let Err(e) = checkpoint(&mut slot.inner, "RESTART") {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
                 // Whatever happened, the next passive checkpoint measures again.
@@ -300,15 +375,32 @@ impl Writer {
 /// Runs one job in the open transaction. `Ok(Some)`: its changes stay and
 /// it waits for the commit; `Ok(None)`: it failed alone and has been
 /// answered; `Err`: the transaction is lost (the job has been answered).
-fn run_job(conn: &mut DbConn, job: Job) -> Result<Option<Answer>, DbError> {
+fn run_job(slot: &mut Option<Box<Slot>>, job: Job) -> Result<Option<Answer>, DbError> {
+    let Some(held) = slot.as_mut() else {
+        job.refuse(lent_out());
+        return Err(lent_out());
+    };
     if job.savepoint {
-        if let Err(e) = exec(conn, "SAVEPOINT job") {
+        if let Err(e) = exec(&mut held.inner, "SAVEPOINT job") {
             let err = DbError::from(e);
             job.refuse(err.clone());
             return Err(err);
         }
     }
-    let ran = (job.work)(Ok(conn));
+    let ran = match job.work {
+        Work::Write(work) => work(Ok(&mut held.inner)),
+        Work::Request(work) => {
+            let mut lent = Conn::lent_by_writer(slot.take());
+            let ran = work(Ok(&mut lent));
+            *slot = lent.give_back_to_writer();
+            ran
+        }
+    };
+    let Some(held) = slot.as_mut() else {
+        (ran.answer)(None);
+        return Err(lent_out());
+    };
+    let conn = &mut held.inner;
     let closed = match (job.savepoint, ran.kept) {
         (false, _) => Ok(()),
         (true, false) => exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job")),
@@ -325,6 +417,31 @@ fn run_job(conn: &mut DbConn, job: Job) -> Result<Option<Answer>, DbError> {
             (ran.answer)(kept.then(|| err.clone()));
             Err(err)
         }
+    }
+}
+
+/// The writer's connection did not come back from a request it was lent to.
+fn lent_out() -> DbError {
+    DbError::Unavailable("the SQLite writer's connection was not given back".into())
+}
+
+/// `f` in a savepoint of the writer's open transaction: an `Err` undoes
+/// only what `f` did. A request's write on the writer thread.
+pub(super) fn in_savepoint<T, E, F>(conn: &mut DbConn, f: F) -> Result<T, E>
+where
+    E: From<DbError>,
+    F: FnOnce(&mut DbConn) -> Result<T, E>,
+{
+    exec(conn, "SAVEPOINT request_write").map_err(|e| E::from(e.into()))?;
+    let result = f(conn);
+    let closed = match &result {
+        Ok(_) => exec(conn, "RELEASE request_write"),
+        Err(_) => exec(conn, "ROLLBACK TO request_write")
+            .and_then(|()| exec(conn, "RELEASE request_write")),
+    };
+    match closed {
+        Ok(()) => result,
+        Err(e) => Err(E::from(e.into())),
     }
 }
 
@@ -617,6 +734,109 @@ mod tests {
         );
         assert_eq!(kept, 16 * 25);
         assert_eq!(count(&mut reader, "SELECT COUNT(*) AS n FROM t"), kept + 1);
+        drop(writer);
+        remove_db(&target);
+    }
+
+    fn reader(target: &str) -> DbConn {
+        DbConn::Sqlite(
+            super::super::open_sqlite(target, super::super::LOCK_WAIT_OUTSIDE_POOL)
+                .expect("open reader"),
+        )
+    }
+
+    /// Requests run whole on the writer from many threads at once. Each
+    /// writes row n in one savepoint; odd ones also write row -n in a second
+    /// that fails; every fourth ends in an error after its writes. Each must
+    /// be answered after the commit that holds its rows (another connection
+    /// sees them by then), with what it returned, and keep exactly its
+    /// successful writes, also when the request itself ends in an error.
+    #[test]
+    fn requests_on_the_writer_are_answered_after_their_commit_with_their_own_writes() {
+        let (target, writer) = writer_with("CREATE TABLE t (n BIGINT PRIMARY KEY NOT NULL)");
+        let threads: Vec<_> = (0..16i64)
+            .map(|t| {
+                let (writer, target) = (writer.clone(), target.clone());
+                std::thread::spawn(move || {
+                    let mut reader = reader(&target);
+                    for i in 1..=50i64 {
+                        let n = t * 1000 + i;
+                        let (reply, answered) = mpsc::channel();
+                        let request = move |conn: &mut Conn| -> Result<i64, DbError> {
+                            conn.write_tx(move |c| insert(c, n))?;
+                            if n % 2 == 1 {
+                                let undone = conn.write_tx(move |c| {
+                                    insert(c, -n)?;
+                                    Err::<usize, _>(DbError::Other("refused".into()))
+                                });
+                                assert!(undone.is_err());
+                            }
+                            if n % 4 == 3 {
+                                return Err(DbError::Other("the request failed".into()));
+                            }
+                            Ok(n)
+                        };
+                        writer.run_request(request, move |result| {
+                            let _ = reply.send(result);
+                        });
+                        match answered.recv().expect("an answer") {
+                            Ok(Ok(value)) => assert_eq!(value, n),
+                            Ok(Err(e)) => assert!(n % 4 == 3, "request {n} failed: {e}"),
+                            Err(e) => panic!("the batch failed: {e}"),
+                        }
+                        let seen = count(
+                            &mut reader,
+                            &format!("SELECT COUNT(*) AS n FROM t WHERE n = {n}"),
+                        );
+                        assert_eq!(
+                            seen, 1,
+                            "row {n} not committed when its request was answered"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("request thread");
+        }
+        let mut reader = reader(&target);
+        assert_eq!(
+            count(&mut reader, "SELECT COUNT(*) AS n FROM t WHERE n > 0"),
+            16 * 50
+        );
+        assert_eq!(
+            count(&mut reader, "SELECT COUNT(*) AS n FROM t WHERE n < 0"),
+            0
+        );
+        drop(writer);
+        remove_db(&target);
+    }
+
+    /// A request that panics on the writer undoes its writes and goes
+    /// unanswered (its caller sees the channel closed); the writer goes on.
+    #[test]
+    fn a_request_that_panics_on_the_writer_undoes_itself() {
+        let (target, writer) = writer_with("CREATE TABLE t (n BIGINT PRIMARY KEY NOT NULL)");
+        let (reply, answered) = mpsc::channel::<Result<(), DbError>>();
+        writer.run_request(
+            |conn: &mut Conn| {
+                conn.write_tx(|c| insert(c, 1)).expect("insert");
+                panic!("a bug in a request");
+            },
+            move |result| {
+                let _ = reply.send(result);
+            },
+        );
+        assert!(answered.recv().is_err(), "a panicked request has no answer");
+        writer
+            .run(|c| insert(c, 2))
+            .expect("the writer still writes");
+        let mut reader = reader(&target);
+        assert_eq!(count(&mut reader, "SELECT COUNT(*) AS n FROM t"), 1);
+        assert_eq!(
+            count(&mut reader, "SELECT COUNT(*) AS n FROM t WHERE n = 2"),
+            1
+        );
         drop(writer);
         remove_db(&target);
     }

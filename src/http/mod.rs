@@ -87,6 +87,37 @@ impl AppState {
         self.within_timeout(answer, given_up).await
     }
 
+    /// `batched` for a request whose database work is its writes and little
+    /// else (no password hash, no signing): on SQLite it runs whole on the
+    /// writer thread, inside the group commit, and is awaited there, which
+    /// spares the hops to and from a blocking thread; `f` then holds up the
+    /// other writes while it runs.
+    pub async fn on_writer<T, F>(&self, f: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn, &Core) -> AppResult<T> + Send + 'static,
+    {
+        if self.pool.backend() != Backend::Sqlite {
+            return self.batched(f).await;
+        }
+        let (given_up, admitted) = self.admission()?;
+        let core = self.core.clone();
+        let job = move |conn: &mut Conn| {
+            admitted.start()?;
+            f(conn, &core)
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.pool.run_on_writer(job, move |result| {
+            let _ = reply.send(result.map_err(AppError::from).and_then(|r| r));
+        });
+        let answer = async {
+            answer
+                .await
+                .map_err(|_| AppError::Internal("a request failed on the SQLite writer".into()))?
+        };
+        self.within_timeout(answer, given_up).await
+    }
+
     /// Runs `f` with a pooled connection on the blocking thread pool: diesel
     /// never runs on an executor thread.
     pub async fn blocking<T, F>(&self, f: F) -> AppResult<T>
@@ -120,20 +151,26 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut Conn, &Core) -> AppResult<T> + Send + 'static,
     {
+        let (given_up, admitted) = self.admission()?;
+        let (pool, core) = (self.pool.clone(), self.core.clone());
+        let job = move || {
+            admitted.start()?;
+            with_connection(&pool, &core, f)
+        };
+        Ok((given_up, job))
+    }
+
+    /// `admit`'s place in the backlog and its flag, for a job built elsewhere.
+    fn admission(&self) -> AppResult<(Arc<AtomicBool>, Admitted)> {
         let place = self.backlog.take().ok_or_else(|| {
             AppError::Unavailable("too many requests are waiting for the database".into())
         })?;
         let given_up = Arc::new(AtomicBool::new(false));
-        let flag = given_up.clone();
-        let (pool, core) = (self.pool.clone(), self.core.clone());
-        let job = move || {
-            let _place = place;
-            if flag.load(Ordering::Relaxed) {
-                return Err(AppError::Unavailable("the request had given up".into()));
-            }
-            with_connection(&pool, &core, f)
+        let admitted = Admitted {
+            _place: place,
+            given_up: given_up.clone(),
         };
-        Ok((given_up, job))
+        Ok((given_up, admitted))
     }
 
     /// Waits for a request's database work at most `PHONEKEY_REQUEST_TIMEOUT`
@@ -170,6 +207,23 @@ impl Backlog {
             return None;
         }
         Some(Place(self.clone()))
+    }
+}
+
+/// A job let into the backlog: its place, held until the job ends, and
+/// whether its request has given up waiting.
+struct Admitted {
+    _place: Place,
+    given_up: Arc<AtomicBool>,
+}
+
+impl Admitted {
+    /// Whether the job should still run: not if its request has given up.
+    fn start(&self) -> AppResult<()> {
+        if self.given_up.load(Ordering::Relaxed) {
+            return Err(AppError::Unavailable("the request had given up".into()));
+        }
+        Ok(())
     }
 }
 

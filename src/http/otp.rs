@@ -24,9 +24,9 @@ pub(super) async fn send_code(
 ) -> AppResult<otp::NewCode> {
     let issued = {
         let phone = phone.to_string();
-        // Its statements are batched on MySQL.
+        // Its statements are batched on MySQL; on SQLite it runs on the writer.
         state
-            .batched(move |conn, core| otp::issue_code(conn, core, &phone, &ip, core.now()))
+            .on_writer(move |conn, core| otp::issue_code(conn, core, &phone, &ip, core.now()))
             .await?
     };
     let core = &state.core;
@@ -75,9 +75,10 @@ pub async fn verifycode(
     let body = body::object(&req, payload).await?;
     let phone = phone_param(&state, &body)?;
     let code = body::required(&body, "code")?;
-    // Its statements are batched on MySQL when the code is right.
+    // Its statements are batched on MySQL when the code is right; on SQLite
+    // it runs on the writer.
     let ticket = state
-        .batched(move |conn, core| otp::verify_for_ticket(conn, core, &phone, &code, core.now()))
+        .on_writer(move |conn, core| otp::verify_for_ticket(conn, core, &phone, &code, core.now()))
         .await?;
     Ok(HttpResponse::Ok().json(json!({
         "secret_identifier": ticket.secret_identifier,

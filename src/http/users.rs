@@ -4,6 +4,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::body;
 use super::AppState;
+use crate::core::Core;
+use crate::db::Conn;
 use crate::error::AppResult;
 use crate::users;
 
@@ -14,9 +16,14 @@ pub async fn create(
 ) -> AppResult<HttpResponse> {
     let input = body::object(&req, payload).await?;
     let sign_up = users::read_sign_up(&input, state.core.config.default_region)?;
-    // Its statements are batched on MySQL in the common case.
-    let user = state
-        .batched(move |conn, core| users::create(conn, core, sign_up, core.now()))
-        .await?;
+    let hashes_password = sign_up.hashes_password();
+    let create = move |conn: &mut Conn, core: &Core| users::create(conn, core, sign_up, core.now());
+    // Its statements are batched on MySQL in the common case. On SQLite it
+    // runs on the writer, unless a password's hash would hold the writer up.
+    let user = if hashes_password {
+        state.batched(create).await?
+    } else {
+        state.on_writer(create).await?
+    };
     Ok(HttpResponse::Created().json(user))
 }
