@@ -223,8 +223,8 @@ impl GroupWriter {
     /// savepoints of their own and whose reads see it. `answer` gets what `f`
     /// returned once the transaction has committed, or the error that lost
     /// it; a panic in `f` undoes its changes and drops `answer` unanswered.
-    /// `f` holds up every other write while it runs: it must not hash a
-    /// password or sign a token.
+    /// `f` holds up every other write while it runs: it must be short (no
+    /// password hash; one signature is the most measured to pay off).
     pub fn run_request<T, F, A>(&self, f: F, answer: A)
     where
         T: Send + 'static,

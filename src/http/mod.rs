@@ -88,7 +88,7 @@ impl AppState {
     }
 
     /// `batched` for a request whose database work is its writes and little
-    /// else (no password hash, no signing): on SQLite it runs whole on the
+    /// else (no password hash, at most one signature): on SQLite it runs whole on the
     /// writer thread, inside the group commit, and is awaited there, which
     /// spares the hops to and from a blocking thread; `f` then holds up the
     /// other writes while it runs.

@@ -55,8 +55,11 @@ pub async fn token(
 ) -> AppResult<HttpResponse> {
     let request = form_request(&state, &req, payload).await?;
     let batched = oauth::token::statements_batched(&request);
+    let on_writer = oauth::token::fits_on_writer(&request);
     let run = move |conn: &mut Conn, core: &Core| oauth::token::token(core, conn, &request);
-    let issued = if batched {
+    let issued = if on_writer {
+        state.on_writer(run).await?
+    } else if batched {
         state.batched(run).await?
     } else {
         state.blocking(run).await?

@@ -99,8 +99,9 @@ impl OAuthStore<'_> {
     /// Signs an access token for `grant` (and makes a refresh token when the
     /// grant calls for one) without touching the database, so that tokens
     /// are signed before their transaction opens (on SQLite, outside the one
-    /// writer's turn). `spend` is the stored key of the refresh token being
-    /// rotated, recorded as the new one's parent.
+    /// writer's turn, but for the otp grant, which runs whole on the writer:
+    /// `token::fits_on_writer`). `spend` is the stored key of the refresh
+    /// token being rotated, recorded as the new one's parent.
     pub(super) fn prepare_tokens(&self, grant: &Grant, spend: Option<&str>) -> AppResult<Prepared> {
         let core = self.core;
         let now = self.now;
