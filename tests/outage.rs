@@ -414,6 +414,60 @@ async fn a_lock_held_elsewhere_gives_503_then_recovers() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// A login while another connection holds the writes back (on SQLite the
+/// login's requests run whole on the writer thread, on MySQL in batches):
+/// getcode and verifycode answer 503 after `PHONEKEY_DB_TIMEOUT` and change
+/// nothing, so after the release the refused getcode's phone gets a code at
+/// once (no cooldown was counted), no SMS went out for it, and the code that
+/// verifycode presented still signs the user up and logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_login_while_writes_are_held_gives_503_and_changes_nothing() {
+    let server = TestServer::start_with(&[("PHONEKEY_DB_TIMEOUT", "2")]);
+    let (id, secret) = server.client(&[GrantType::Otp], true);
+    let secret = secret.unwrap();
+    let (phone, refused_phone) = (new_phone(), new_phone());
+    let code = server.get_code(&phone).await;
+
+    let held = server.db.hold_writes("otp_codes");
+    let (form, ip) = ([("phone", refused_phone.as_str())], new_ip());
+    let getcode = server.post_form("/otp/getcode/", &form, &ip);
+    let verify = server.verify(&phone, &code);
+    let ((gc_status, gc_body, _), (v_status, v_body)) =
+        tokio::time::timeout(Duration::from_secs(12), async {
+            tokio::join!(getcode, verify)
+        })
+        .await
+        .expect("requests waiting for writes held elsewhere must not hang");
+    expect_error(gc_status, &gc_body, 503, "temporarily_unavailable");
+    expect_error(v_status, &v_body, 503, "temporarily_unavailable");
+    held.release();
+
+    assert_eq!(
+        server.sms.sent_to(&refused_phone),
+        0,
+        "an SMS for a refused getcode"
+    );
+    let (status, body, _) = server
+        .post_form("/otp/getcode/", &[("phone", &refused_phone)], &new_ip())
+        .await;
+    assert_eq!(status, 200, "the refused getcode counted a hit: {body}");
+    let (status, body) = server.verify(&phone, &code).await;
+    assert_eq!(status, 200, "the refused verifycode spent the code: {body}");
+    let ticket = body["secret_identifier"]
+        .as_str()
+        .expect("ticket")
+        .to_string();
+    let (status, user, _) = server
+        .put_json(
+            "/api/v1/user/",
+            &serde_json::json!({ "auto_username": true, "secret_identifier": ticket }),
+        )
+        .await;
+    assert_eq!(status, 201, "{user}");
+    let (status, tokens, _) = server.otp_grant(&id, &secret, &phone, &ticket).await;
+    assert_eq!(status, 200, "{tokens}");
+}
+
 /// A request whose statements are all batched on MySQL (a client's token, a
 /// refresh, an otp grant whose proof spends; introspection too) takes no
 /// pooled connection, and on SQLite no request does (it reads on its
