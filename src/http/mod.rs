@@ -88,10 +88,10 @@ impl AppState {
     }
 
     /// `batched` for a request whose database work is its writes and little
-    /// else (no password hash, at most one signature): on SQLite it runs whole on the
-    /// writer thread, inside the group commit, and is awaited there, which
-    /// spares the hops to and from a blocking thread; `f` then holds up the
-    /// other writes while it runs.
+    /// else (no password hash, at most one signature): on SQLite it runs
+    /// whole on the writer thread, inside the group commit, and is awaited
+    /// there, which spares the hops to and from a blocking thread; `f` then
+    /// holds up the other writes while it runs.
     pub async fn on_writer<T, F>(&self, f: F) -> AppResult<T>
     where
         T: Send + 'static,
