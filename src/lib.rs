@@ -116,7 +116,8 @@ pub fn serve(state: AppState, listener: TcpListener) -> std::io::Result<actix_we
     // enough that requests queue for a thread rather than for a connection.
     // (On MySQL the requests that wait for batches have threads of their
     // own, `http::lane`; on SQLite each of these threads keeps a reader
-    // connection of its own, `db::readers`, so they bound the writes in flight.)
+    // connection of its own, `db::readers`, and a login's requests run on the
+    // writer thread instead, `http::AppState::on_writer`.)
     let blocking = (state.pool.max_size() as usize / workers).max(2) + 2;
     let server = actix_web::HttpServer::new(move || http::app(state.clone()))
         .workers(workers)

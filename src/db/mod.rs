@@ -107,10 +107,10 @@ enum Source {
         readers: readers::Readers,
         slot: Option<Box<Slot>>,
     },
-    /// SQLite: the writer thread's connection, lent to a request that runs
-    /// there (`GroupWriter::run_request`) inside the batch's open
-    /// transaction; its writes are savepoints of that transaction.
-    Writer(Option<Box<Slot>>),
+    /// SQLite: the writer thread's connection. A request that runs there
+    /// (`GroupWriter::run_request`) does so inside the batch's open
+    /// transaction, and its writes are savepoints of that transaction.
+    Writer(Box<DbConn>),
 }
 
 /// The connection in `held`, taken with `take` if it holds none yet.
@@ -132,16 +132,6 @@ impl Drop for Source {
     }
 }
 
-impl Slot {
-    fn new(inner: DbConn) -> Slot {
-        Slot {
-            inner,
-            last_ok: Instant::now(),
-            broken: false,
-        }
-    }
-}
-
 impl Conn {
     /// The connection, taken from the pool now if it has not been yet
     /// (`Unavailable` if none frees up within the pool's timeout).
@@ -150,29 +140,19 @@ impl Conn {
             Source::Own(slot) => slot,
             Source::Thread { readers, slot } => held_or_taken(slot, || readers.take())?,
             Source::Pool { pool, held } => held_or_taken(held, || Ok(pool.get()?))?,
-            Source::Writer(slot) => slot.as_mut().ok_or_else(|| {
-                DbError::Unavailable("the SQLite writer's connection is gone".into())
-            })?,
+            Source::Writer(conn) => return Ok(conn),
         };
         Ok(&mut slot.inner)
     }
 
-    /// A request's handle on the writer thread's connection (`Source::Writer`).
-    fn lent_by_writer(slot: Option<Box<Slot>>) -> Conn {
+    /// The SQLite writer thread's connection (`Source::Writer`).
+    fn for_writer(conn: DbConn) -> Conn {
         Conn {
             backend: Backend::Sqlite,
-            source: Source::Writer(slot),
+            source: Source::Writer(Box::new(conn)),
             writer: None,
             #[cfg(feature = "mysql")]
             batched: None,
-        }
-    }
-
-    /// The writer's connection back from `lent_by_writer`.
-    fn give_back_to_writer(&mut self) -> Option<Box<Slot>> {
-        match &mut self.source {
-            Source::Writer(slot) => slot.take(),
-            _ => None,
         }
     }
 
@@ -455,7 +435,11 @@ impl ManageConnection for Manager {
     type Error = r2d2::Error;
 
     fn connect(&self) -> Result<Slot, r2d2::Error> {
-        Ok(Slot::new(self.open()?))
+        Ok(Slot {
+            inner: self.open()?,
+            last_ok: Instant::now(),
+            broken: false,
+        })
     }
 
     fn is_valid(&self, conn: &mut Slot) -> Result<(), r2d2::Error> {
@@ -690,7 +674,8 @@ pub struct PoolOptions {
 /// SQLite requests read on their serving thread's own connection
 /// (`readers`); its pool serves the rest (upkeep, tools). The pool's size
 /// still sets how many threads serve requests (`crate::serve`), which bounds
-/// the writes in flight, and with them how many one commit can hold.
+/// the writes in flight from those threads; the requests that run on the
+/// writer thread are bounded by the HTTP layer's backlog.
 pub fn build_pool(url: &DbUrl, options: &PoolOptions) -> Pool {
     let lock_wait = options.connect_timeout;
     let manager = || Manager {

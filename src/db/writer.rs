@@ -7,7 +7,7 @@
 //! reports a write that a failed commit threw away.
 //!
 //! A request whose database work is little more than its writes may run
-//! here whole (`run_request`), with a `Conn` lent this connection: its caller
+//! here whole (`run_request`), with the `Conn` over this connection: its caller
 //! awaits the answer instead of blocking a thread on it, which spares the
 //! two thread hops to and from a blocking thread.
 //!
@@ -30,7 +30,7 @@ use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sqlite::Sqlite;
 use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
 
-use super::{Conn, DbConn, DbError, Slot};
+use super::{Conn, DbConn, DbError};
 
 /// A batch is committed after this many writes even if more are queued, so
 /// the first writer of a busy batch waits a bounded time.
@@ -60,15 +60,8 @@ struct Job {
     work: Work,
 }
 
-enum Work {
-    /// A write whose caller blocks until it is answered.
-    Write(RunsOn<DbConn>),
-    /// A request's database work, given a `Conn` over the writer's connection.
-    Request(RunsOn<Conn>),
-}
-
-/// Work given `C` over the writer's connection, or told why there is none.
-type RunsOn<C> = Box<dyn FnOnce(Result<&mut C, DbError>) -> Ran + Send>;
+/// Given the writer's `Conn`, or told why there is none.
+type Work = Box<dyn FnOnce(Result<&mut Conn, DbError>) -> Ran + Send>;
 
 struct Ran {
     kept: bool,
@@ -78,10 +71,7 @@ struct Ran {
 impl Job {
     /// Answers the job with `err` without running it.
     fn refuse(self, err: DbError) {
-        let ran = match self.work {
-            Work::Write(work) => work(Err(err)),
-            Work::Request(work) => work(Err(err)),
-        };
+        let ran = (self.work)(Err(err));
         (ran.answer)(None);
     }
 }
@@ -115,7 +105,8 @@ impl std::fmt::Debug for GroupWriter {
 /// What the writer thread owns.
 struct Writer {
     open: Arc<Opener>,
-    conn: Option<Box<Slot>>,
+    /// The write connection, as the `Conn` that requests run on here.
+    conn: Option<Conn>,
     /// Wakes the checkpointer thread; dropping it ends that thread.
     checkpoint: SyncSender<()>,
     /// The WAL's length in frames, as the last checkpoint saw it.
@@ -188,8 +179,8 @@ impl GroupWriter {
     {
         type Outcome<T, E> = Result<Result<T, E>, Box<dyn Any + Send>>;
         let (reply, answer) = mpsc::sync_channel::<Outcome<T, E>>(1);
-        let work = move |conn: Result<&mut DbConn, DbError>| {
-            let outcome: Outcome<T, E> = match conn {
+        let work = move |conn: Result<&mut Conn, DbError>| {
+            let outcome: Outcome<T, E> = match conn.and_then(|conn| conn.db()) {
                 Ok(conn) => catch_unwind(AssertUnwindSafe(|| f(conn))),
                 Err(e) => Ok(Err(E::from(e))),
             };
@@ -206,7 +197,7 @@ impl GroupWriter {
         };
         let job = Job {
             savepoint,
-            work: Work::Write(Box::new(work)),
+            work: Box::new(work),
         };
         if let Err(job) = self.submit(job) {
             job.refuse(stopped());
@@ -251,7 +242,7 @@ impl GroupWriter {
         };
         let job = Job {
             savepoint: true,
-            work: Work::Request(Box::new(work)),
+            work: Box::new(work),
         };
         if let Err(job) = self.submit(job) {
             job.refuse(stopped());
@@ -274,8 +265,8 @@ fn stopped() -> DbError {
 impl Writer {
     fn serve(mut self, queue: Receiver<Job>) {
         while let Ok(first) = queue.recv() {
-            let mut slot = match self.begin() {
-                Ok(slot) => Some(slot),
+            let mut conn = match self.begin() {
+                Ok(conn) => conn,
                 Err(e) => {
                     first.refuse(e);
                     continue;
@@ -287,7 +278,7 @@ impl Writer {
             let mut ran = 0;
             while let Some(job) = next.take() {
                 ran += 1;
-                match run_job(&mut slot, job) {
+                match run_job(&mut conn, job) {
                     Ok(Some(answer)) => answers.push(answer),
                     Ok(None) => {}
                     Err(e) => {
@@ -299,62 +290,49 @@ impl Writer {
                     next = queue.try_recv().ok();
                 }
             }
-            self.end_batch(slot, failure, answers);
+            self.end_batch(conn, failure, answers);
         }
     }
 
     /// Opens a batch's transaction on the connection, which the batch holds
     /// until `end_batch` (a new one is opened if there is none).
-    fn begin(&mut self) -> Result<Box<Slot>, DbError> {
-        let mut slot = match self.conn.take() {
-            Some(slot) => slot,
+    fn begin(&mut self) -> Result<Conn, DbError> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
             None => {
                 let mut conn = (self.open)()?;
                 conn.batch_execute(&format!(
                     "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_FILE_LIMIT}"
                 ))?;
-                Box::new(Slot::new(conn))
+                Conn::for_writer(conn)
             }
         };
         // IMMEDIATE takes the write lock now, waiting out other processes'
         // writers, instead of failing later on a stale snapshot.
-        if let Err(e) = exec(&mut slot.inner, "BEGIN IMMEDIATE") {
-            let err = DbError::from(e);
+        if let Err(err) = exec_on(&mut conn, "BEGIN IMMEDIATE") {
             if !matches!(err, DbError::Unavailable(_)) {
-                self.conn = Some(slot);
+                self.conn = Some(conn);
             }
             return Err(err);
         }
-        Ok(slot)
+        Ok(conn)
     }
 
     /// Commits the batch (or rolls it back after `failure`), answers its
     /// writers, and then checkpoints if one is due.
-    fn end_batch(
-        &mut self,
-        slot: Option<Box<Slot>>,
-        failure: Option<DbError>,
-        answers: Vec<Answer>,
-    ) {
-        let failure = match slot {
-            Some(mut slot) => {
-                let failure =
-                    failure.or_else(|| exec(&mut slot.inner, "COMMIT").err().map(DbError::from));
-                if failure.is_none() || exec(&mut slot.inner, "ROLLBACK").is_ok() {
-                    self.conn = Some(slot);
-                }
-                failure
-            }
-            None => Some(failure.unwrap_or_else(lent_out)),
-        };
+    fn end_batch(&mut self, mut conn: Conn, failure: Option<DbError>, answers: Vec<Answer>) {
+        let failure = failure.or_else(|| exec_on(&mut conn, "COMMIT").err());
+        if failure.is_none() || exec_on(&mut conn, "ROLLBACK").is_ok() {
+            self.conn = Some(conn);
+        }
         // Otherwise the connection is in an unknown state: it is dropped, and
         // the next batch opens a new one.
         for answer in answers {
             answer(failure.clone());
         }
         if self.wal_frames.load(Ordering::Relaxed) > self.wal_limit {
-            if let Some(slot) = self.conn.as_mut() {
-                if let Err(e) = checkpoint(&mut slot.inner, "RESTART") {
+            if let Some(conn) = self.conn.as_mut() {
+                if let Err(e) = conn.db().and_then(|c| checkpoint(c, "RESTART")) {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
                 // Whatever happened, the next passive checkpoint measures again.
@@ -375,36 +353,20 @@ impl Writer {
 /// Runs one job in the open transaction. `Ok(Some)`: its changes stay and
 /// it waits for the commit; `Ok(None)`: it failed alone and has been
 /// answered; `Err`: the transaction is lost (the job has been answered).
-fn run_job(slot: &mut Option<Box<Slot>>, job: Job) -> Result<Option<Answer>, DbError> {
-    let Some(held) = slot.as_mut() else {
-        job.refuse(lent_out());
-        return Err(lent_out());
-    };
+fn run_job(conn: &mut Conn, job: Job) -> Result<Option<Answer>, DbError> {
     if job.savepoint {
-        if let Err(e) = exec(&mut held.inner, "SAVEPOINT job") {
-            let err = DbError::from(e);
+        if let Err(err) = exec_on(conn, "SAVEPOINT job") {
             job.refuse(err.clone());
             return Err(err);
         }
     }
-    let ran = match job.work {
-        Work::Write(work) => work(Ok(&mut held.inner)),
-        Work::Request(work) => {
-            let mut lent = Conn::lent_by_writer(slot.take());
-            let ran = work(Ok(&mut lent));
-            *slot = lent.give_back_to_writer();
-            ran
-        }
-    };
-    let Some(held) = slot.as_mut() else {
-        (ran.answer)(None);
-        return Err(lent_out());
-    };
-    let conn = &mut held.inner;
+    let ran = (job.work)(Ok(conn));
     let closed = match (job.savepoint, ran.kept) {
         (false, _) => Ok(()),
-        (true, false) => exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job")),
-        (true, true) => exec(conn, "RELEASE job"),
+        (true, false) => {
+            exec_on(conn, "ROLLBACK TO job").and_then(|()| exec_on(conn, "RELEASE job"))
+        }
+        (true, true) => exec_on(conn, "RELEASE job"),
     };
     match (closed, ran.kept) {
         (Ok(()), true) => Ok(Some(ran.answer)),
@@ -412,17 +374,11 @@ fn run_job(slot: &mut Option<Box<Slot>>, job: Job) -> Result<Option<Answer>, DbE
             (ran.answer)(None);
             Ok(None)
         }
-        (Err(e), kept) => {
-            let err = DbError::from(e);
+        (Err(err), kept) => {
             (ran.answer)(kept.then(|| err.clone()));
             Err(err)
         }
     }
-}
-
-/// The writer's connection did not come back from a request it was lent to.
-fn lent_out() -> DbError {
-    DbError::Unavailable("the SQLite writer's connection was not given back".into())
 }
 
 /// `f` in a savepoint of the writer's open transaction: an `Err` undoes
@@ -465,6 +421,11 @@ impl QueryFragment<Sqlite> for Fixed {
 }
 
 impl RunQueryDsl<SqliteConnection> for Fixed {}
+
+/// `exec` on the writer's `Conn`.
+fn exec_on(conn: &mut Conn, sql: &'static str) -> Result<(), DbError> {
+    Ok(exec(conn.db()?, sql)?)
+}
 
 fn exec(conn: &mut DbConn, sql: &'static str) -> QueryResult<()> {
     match conn {
@@ -567,6 +528,14 @@ mod tests {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{target}{suffix}"));
         }
+    }
+
+    /// A connection of its own, as another process's reader.
+    fn reader(target: &str) -> DbConn {
+        DbConn::Sqlite(
+            super::super::open_sqlite(target, super::super::LOCK_WAIT_OUTSIDE_POOL)
+                .expect("open reader"),
+        )
     }
 
     /// Under a steady stream of writes the WAL still starts over now and then
@@ -672,10 +641,7 @@ mod tests {
                 Ok(1)
             })
         });
-        let mut reader = DbConn::Sqlite(
-            super::super::open_sqlite(&target, super::super::LOCK_WAIT_OUTSIDE_POOL)
-                .expect("open reader"),
-        );
+        let mut reader = reader(&target);
         assert_eq!(kept, 16 * 25);
         assert_eq!(count(&mut reader, "SELECT COUNT(*) AS n FROM t"), kept);
         assert_eq!(
@@ -704,10 +670,7 @@ mod tests {
         writer
             .run(|c| insert(c, 2))
             .expect("the writer still writes");
-        let mut reader = DbConn::Sqlite(
-            super::super::open_sqlite(&target, super::super::LOCK_WAIT_OUTSIDE_POOL)
-                .expect("open reader"),
-        );
+        let mut reader = reader(&target);
         assert_eq!(count(&mut reader, "SELECT COUNT(*) AS n FROM t"), 1);
         assert_eq!(
             count(&mut reader, "SELECT COUNT(*) AS n FROM t WHERE n = 2"),
@@ -728,21 +691,11 @@ mod tests {
         let kept = hammer(&writer, |writer, n| {
             writer.run_one(move |c| insert(c, if n % 2 == 1 { -1 } else { n }))
         });
-        let mut reader = DbConn::Sqlite(
-            super::super::open_sqlite(&target, super::super::LOCK_WAIT_OUTSIDE_POOL)
-                .expect("open reader"),
-        );
+        let mut reader = reader(&target);
         assert_eq!(kept, 16 * 25);
         assert_eq!(count(&mut reader, "SELECT COUNT(*) AS n FROM t"), kept + 1);
         drop(writer);
         remove_db(&target);
-    }
-
-    fn reader(target: &str) -> DbConn {
-        DbConn::Sqlite(
-            super::super::open_sqlite(target, super::super::LOCK_WAIT_OUTSIDE_POOL)
-                .expect("open reader"),
-        )
     }
 
     /// Requests run whole on the writer from many threads at once. Each
