@@ -814,4 +814,32 @@ mod tests {
             assert!(!is_unavailable(message), "{message}");
         }
     }
+
+    /// The bundled SQLite is built with the options of `.cargo/config.toml`
+    /// (docs/performance.md): a build that lost them is slower, not wrong,
+    /// and this says so.
+    #[test]
+    fn sqlite_is_built_without_per_call_mutexes() {
+        use diesel::sql_types::Text;
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct CompileOption {
+            #[diesel(sql_type = Text)]
+            compile_options: String,
+        }
+        let mut conn = SqliteConnection::establish(":memory:").expect("in-memory SQLite");
+        let options: Vec<String> = diesel::sql_query("PRAGMA compile_options")
+            .load::<CompileOption>(&mut conn)
+            .expect("compile options")
+            .into_iter()
+            .map(|o| o.compile_options)
+            .collect();
+        for wanted in ["THREADSAFE=2", "DEFAULT_MEMSTATUS=0", "OMIT_SHARED_CACHE"] {
+            assert!(
+                options.iter().any(|o| o == wanted),
+                "{wanted} not in {options:?}"
+            );
+        }
+        assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"));
+    }
 }

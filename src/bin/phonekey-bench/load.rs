@@ -2,9 +2,32 @@
 //! when the last one answered, for a fixed time after a warm-up.
 
 use std::future::Future;
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// `--mark`: the file that hears when each measured window starts and ends.
+static MARKS: OnceLock<PathBuf> = OnceLock::new();
+
+pub fn mark_windows_in(file: PathBuf) {
+    let _ = MARKS.set(file);
+}
+
+/// Appends `line` to the `--mark` file, if there is one; a failure to write
+/// it must not fail the run.
+fn mark(line: &str) {
+    let Some(path) = MARKS.get() else { return };
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{line}"));
+    if let Err(e) = written {
+        eprintln!("phonekey-bench: --mark {}: {e}", path.display());
+    }
+}
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Measured {
@@ -121,6 +144,12 @@ where
     let measure_from = start + warmup;
     let deadline = measure_from + duration;
     let exhausted = Arc::new(AtomicBool::new(false));
+    let marker = MARKS.get().is_some().then(|| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            mark("measuring");
+        })
+    });
     let mut tasks = Vec::with_capacity(connections);
     for worker in 0..connections {
         let step = step.clone();
@@ -164,6 +193,10 @@ where
             }
             ended = ended.max(end);
         }
+    }
+    if let Some(marker) = marker {
+        marker.abort();
+        mark("done");
     }
     let seconds = ended
         .saturating_duration_since(measure_from)

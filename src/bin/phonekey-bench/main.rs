@@ -66,6 +66,11 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
+    /// Appends a line to this file when each measured window starts and
+    /// ends, so that a profiler can be attached to the server for exactly
+    /// that time (some scenarios first prepare their input for a while).
+    #[arg(long, value_name = "FILE")]
+    mark: Option<PathBuf>,
 }
 
 impl Args {
@@ -86,6 +91,9 @@ impl Args {
 
 fn main() {
     let args = Args::parse().settle();
+    if let Some(file) = &args.mark {
+        load::mark_windows_in(file.clone());
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
