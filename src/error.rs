@@ -56,6 +56,7 @@ impl From<DbError> for AppError {
             DbError::Contention(m) => AppError::Unavailable(m),
             DbError::Conflict(m) => AppError::Internal(format!("unexpected conflict: {m}")),
             DbError::Other(m) => AppError::Internal(m),
+            DbError::Detached => AppError::Internal("no database connection here".into()),
         }
     }
 }

@@ -150,6 +150,23 @@ async fn parallel_refreshes_yield_one_new_pair() {
         .iter()
         .filter(|(s, _)| *s == 400)
         .all(|(_, b)| b["error"] == "invalid_grant"));
+    // The losers were uses of a spent token: the family is revoked, and the
+    // winner's new refresh token with it.
+    let (_, winner) = results.iter().find(|(s, _)| *s == 200).expect("one winner");
+    let successor = winner["refresh_token"]
+        .as_str()
+        .expect("a new refresh token");
+    let (status, body, _) = server
+        .token_basic(
+            &id,
+            &secret,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", successor),
+            ],
+        )
+        .await;
+    expect_error(status, &body, 400, "invalid_grant");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -111,6 +111,10 @@ enum Source {
     /// (`GroupWriter::run_request`) does so inside the batch's open
     /// transaction, and its writes are savepoints of that transaction.
     Writer(Box<DbConn>),
+    /// None at all: for work that runs where nothing may block (an HTTP
+    /// worker) and that its caller runs again elsewhere if it needed one
+    /// (`wanted_database`).
+    Detached { wanted: bool },
 }
 
 /// The connection in `held`, taken with `take` if it holds none yet.
@@ -141,8 +145,18 @@ impl Conn {
             Source::Thread { readers, slot } => held_or_taken(slot, || readers.take())?,
             Source::Pool { pool, held } => held_or_taken(held, || Ok(pool.get()?))?,
             Source::Writer(conn) => return Ok(conn),
+            Source::Detached { wanted } => {
+                *wanted = true;
+                return Err(DbError::Detached);
+            }
         };
         Ok(&mut slot.inner)
+    }
+
+    /// Whether this is a detached connection (`Pool::detached`) that was
+    /// asked for the database, whatever its caller made of the refusal.
+    pub fn wanted_database(&self) -> bool {
+        matches!(self.source, Source::Detached { wanted: true })
     }
 
     /// The SQLite writer thread's connection (`Source::Writer`).
@@ -252,7 +266,8 @@ impl Conn {
             } => held,
             Source::Pool { held: None, .. }
             | Source::Thread { slot: None, .. }
-            | Source::Writer(_) => return,
+            | Source::Writer(_)
+            | Source::Detached { .. } => return,
         };
         if connection_lost {
             slot.broken = true;
@@ -292,6 +307,9 @@ pub enum DbError {
     Contention(String),
     #[error("database error: {0}")]
     Other(String),
+    /// Asked of a connection that has none (`Pool::detached`).
+    #[error("no database connection here")]
+    Detached,
 }
 
 pub type DbResult<T> = Result<T, DbError>;
@@ -742,6 +760,18 @@ impl Pool {
         match &self.shared.writer {
             Some(writer) => writer.run_request(f, answer),
             None => answer(Err(DbError::Other("no SQLite writer".into()))),
+        }
+    }
+
+    /// A handle with no connection and no writer: every statement fails
+    /// at once with `DbError::Detached` instead of waiting for one.
+    pub fn detached(&self) -> Conn {
+        Conn {
+            backend: self.backend,
+            source: Source::Detached { wanted: false },
+            writer: None,
+            #[cfg(feature = "mysql")]
+            batched: None,
         }
     }
 

@@ -10,10 +10,11 @@ use oxide_auth::primitives::grant::{Extensions, Grant};
 use oxide_auth::primitives::issuer::{IssuedToken, Issuer, RefreshedToken, TokenType};
 use url::Url;
 
+use super::detached::Deferred;
 use super::keys::{AccessClaims, KeyRing};
 use super::store::{Issued, OAuthStore};
 use super::OAuthError;
-use crate::db::{self, tokens::AccessTokenRow, tokens::RefreshTokenRow, DbConn};
+use crate::db::{self, tokens::AccessTokenRow, tokens::RefreshTokenRow, Conn, DbConn};
 use crate::error::{AppError, AppResult};
 use crate::secrets;
 
@@ -196,12 +197,29 @@ impl OAuthStore<'_> {
                 let refresh = refresh_row.ok_or_else(|| {
                     AppError::Internal("a refresh without a new refresh token".into())
                 })?;
-                let old_key = old.to_string();
-                if !db::tokens::store_rotation(&mut self.conn(), old_key, now, access_row, refresh)?
+                let rotation = Deferred::Rotation {
+                    old_key: old.to_string(),
+                    now,
+                    access: access_row,
+                    refresh: Box::new(refresh),
+                    family: self.family.borrow().clone(),
+                };
+                if let Some(Deferred::Rotation {
+                    old_key,
+                    access,
+                    refresh,
+                    ..
+                }) = self.defer(rotation)
                 {
-                    return Err(AppError::OAuth(OAuthError::invalid_grant(
-                        "the refresh token was already used",
-                    )));
+                    if !db::tokens::store_rotation(
+                        &mut self.conn(),
+                        old_key,
+                        now,
+                        access,
+                        *refresh,
+                    )? {
+                        return Err(already_used());
+                    }
                 }
                 issued
             }
@@ -212,7 +230,10 @@ impl OAuthStore<'_> {
             }
             // client_credentials: one INSERT, no transaction needed.
             (None, None) if tokens.refresh_row.is_none() => {
-                db::tokens::store_access(&mut self.conn(), tokens.access_row)?;
+                if let Some(Deferred::Access(row)) = self.defer(Deferred::Access(tokens.access_row))
+                {
+                    db::tokens::store_access(&mut self.conn(), row)?;
+                }
                 tokens.issued
             }
             (None, spend_code) => {
@@ -236,14 +257,34 @@ impl OAuthStore<'_> {
         issued
     }
     pub(super) fn revoke_family(&self, family: &str) {
-        let family = family.to_string();
-        if let Err(e) = self
-            .conn()
-            .write_tx(move |conn| db::tokens::revoke_family(conn, &family))
+        if let Some(Deferred::RevokeFamily(family)) =
+            self.defer(Deferred::RevokeFamily(family.to_string()))
         {
-            tracing::error!(error = %e, "could not revoke a refresh token family");
+            revoke_family_on(&mut self.conn(), family);
         }
     }
+}
+
+/// Revokes every token of `family`. A failure is logged, not returned: the
+/// request is refused either way.
+pub(super) fn revoke_family_on(conn: &mut Conn, family: String) {
+    if let Err(e) = conn.write_tx(move |conn| db::tokens::revoke_family(conn, &family)) {
+        tracing::error!(error = %e, "could not revoke a refresh token family");
+    }
+}
+
+/// A refresh that lost the race for its token: the other use makes this
+/// one a reuse, so the family goes.
+pub(super) fn revoke_reused(conn: &mut Conn, client_id: &str, family: String) {
+    tracing::warn!(client_id = %client_id, "refresh token used twice; family revoked");
+    revoke_family_on(conn, family);
+}
+
+/// What a refresh that lost the race for its token is told.
+pub(super) fn already_used() -> AppError {
+    AppError::OAuth(OAuthError::invalid_grant(
+        "the refresh token was already used",
+    ))
 }
 
 impl Issuer for OAuthStore<'_> {
@@ -275,10 +316,8 @@ impl Issuer for OAuthStore<'_> {
             }),
             Err(e) => {
                 if matches!(e, AppError::OAuth(_)) {
-                    // Lost the race for this token: a concurrent use is a reuse.
                     if let Some(family) = self.family.borrow().clone() {
-                        tracing::warn!(client_id = %grant.client_id, "refresh token used twice; family revoked");
-                        self.revoke_family(&family);
+                        revoke_reused(&mut self.conn(), &grant.client_id, family);
                     }
                 }
                 self.fail(e);
@@ -317,8 +356,11 @@ impl Issuer for OAuthStore<'_> {
         if !secrets::plausible_token(token) {
             return Ok(None);
         }
-        let row =
-            db::tokens::lookup_refresh(&mut self.conn(), token).map_err(|e| self.fail(e.into()))?;
+        let row = match &self.prefetched {
+            Some((prefetched, row)) if prefetched == token => row.clone(),
+            _ => db::tokens::lookup_refresh(&mut self.conn(), token)
+                .map_err(|e| self.fail(e.into()))?,
+        };
         let Some(row) = row else { return Ok(None) };
         if row.revoked {
             return Ok(None);

@@ -5,6 +5,7 @@
 pub mod authorize;
 pub mod authorizer;
 pub mod clients;
+pub mod detached;
 mod error;
 pub mod grants;
 pub mod introspect;

@@ -6,7 +6,9 @@
 use std::cell::{RefCell, RefMut};
 
 use super::clients::Client;
+use super::detached::Deferred;
 use crate::core::Core;
+use crate::db::tokens::RefreshTokenRow;
 use crate::db::Conn;
 use crate::error::{AppError, AppResult};
 
@@ -49,6 +51,11 @@ pub struct OAuthStore<'a> {
     /// stores); `None` is the configured default audience.
     pub(super) audience: RefCell<Option<String>>,
     pub(super) issued: RefCell<Option<Issued>>,
+    /// Set when the request runs without a connection (`oauth::detached`):
+    /// the writes it would have made, for its caller to make afterwards.
+    pub(super) deferred: Option<RefCell<Vec<Deferred>>>,
+    /// A detached refresh's token, and its row as read beforehand.
+    pub(super) prefetched: Option<(String, Option<RefreshTokenRow>)>,
     /// oxide-auth's client_credentials flow asks for an extension system; we have none.
     pub(super) no_extension: (),
 }
@@ -70,12 +77,26 @@ impl<'a> OAuthStore<'a> {
             requested_resource: None,
             audience: RefCell::new(None),
             issued: RefCell::new(None),
+            deferred: None,
+            prefetched: None,
             no_extension: (),
         }
     }
 
     pub fn conn(&self) -> RefMut<'_, &'a mut Conn> {
         self.conn.borrow_mut()
+    }
+
+    /// Keeps `write` for later if this store defers its writes; gives it
+    /// back if it must be made now.
+    pub(super) fn defer(&self, write: Deferred) -> Option<Deferred> {
+        match &self.deferred {
+            Some(deferred) => {
+                deferred.borrow_mut().push(write);
+                None
+            }
+            None => Some(write),
+        }
     }
 
     pub(super) fn fail(&self, err: AppError) {

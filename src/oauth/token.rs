@@ -38,6 +38,11 @@ pub fn fits_on_writer(request: &TokenRequest) -> bool {
 }
 
 pub fn token(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppResult<Issued> {
+    dispatch(&mut OAuthStore::new(core, conn), request)
+}
+
+/// `token` through a store set up by the caller (`oauth::detached`).
+pub(super) fn dispatch(store: &mut OAuthStore<'_>, request: &TokenRequest) -> AppResult<Issued> {
     let grant_name = request
         .param("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
@@ -47,8 +52,7 @@ pub fn token(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppResult<
             format!("grant type {grant_name:?} is not supported"),
         )
     })?;
-    let mut store = OAuthStore::new(core, conn);
-    let (client, credentials) = authenticate(&store, request)?;
+    let (client, credentials) = authenticate(store, request)?;
     if !client.allows(grant) {
         return Err(OAuthError::new(
             OAuthErrorKind::UnauthorizedClient,
@@ -59,12 +63,12 @@ pub fn token(core: &Core, conn: &mut Conn, request: &TokenRequest) -> AppResult<
     store.requested_resource = client.resource(request.param("resource"))?;
     *store.audience.borrow_mut() = store.requested_resource.clone();
     match grant {
-        GrantType::Otp => grants::otp(&mut store, request, &client),
-        GrantType::RefreshToken => grants::refresh(&mut store, request, &credentials),
-        GrantType::Password => grants::password(&mut store, request, &client),
-        GrantType::AuthorizationCode => grants::authorization_code(&mut store, request, &client),
+        GrantType::Otp => grants::otp(store, request, &client),
+        GrantType::RefreshToken => grants::refresh(store, request, &credentials),
+        GrantType::Password => grants::password(store, request, &client),
+        GrantType::AuthorizationCode => grants::authorization_code(store, request, &client),
         GrantType::ClientCredentials if client.confidential => {
-            grants::client_credentials(&mut store, request, &credentials)
+            grants::client_credentials(store, request, &credentials)
         }
         GrantType::ClientCredentials => Err(OAuthError::new(
             OAuthErrorKind::UnauthorizedClient,
