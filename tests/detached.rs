@@ -1,7 +1,9 @@
-//! Client-credentials and refresh requests run without a connection
-//! (`oauth::detached`, SQLite's path, checked here on either backend): a
-//! flow that needs the database says so and has written nothing, and a
-//! flow that ran writes nothing until its caller stores what it kept.
+//! Token requests run without a connection (`oauth::detached`), their
+//! read and writes made as the server makes them on each backend (on
+//! SQLite with a connection, on MySQL as awaited rows of batched
+//! statements): a flow that needs the database says so and has written
+//! nothing, and a flow that ran writes nothing until its caller stores what
+//! it kept.
 
 mod common;
 
@@ -31,16 +33,42 @@ fn refresh_request(id: &str, secret: &str, token: &str) -> TokenRequest {
 }
 
 /// Runs `request` detached, after the read it plans.
-fn run_detached(server: &TestServer, request: &TokenRequest) -> Outcome {
-    let read = detached::plan(request).expect("a request that may run detached");
-    let mut conn = server.state.pool.get().expect("a connection");
+async fn run_detached(server: &TestServer, request: &TokenRequest) -> Outcome {
+    let pool = &server.state.pool;
+    let read = detached::plan(request, pool.backend()).expect("a request that may run detached");
+    #[cfg(feature = "mysql")]
+    if let Some(db) = pool.awaited() {
+        let prefetched = detached::read_awaited(&db, read, waiting()).await;
+        let prefetched = prefetched.expect("the read");
+        return detached::run(&server.state.core, pool.detached(), request, prefetched);
+    }
+    let mut conn = pool.get().expect("a connection");
     let prefetched = detached::read(&mut conn, read).expect("the read");
-    detached::run(
-        &server.state.core,
-        server.state.pool.detached(),
-        request,
-        prefetched,
-    )
+    detached::run(&server.state.core, pool.detached(), request, prefetched)
+}
+
+/// A request that waits for its row as long as it takes.
+#[cfg(feature = "mysql")]
+fn waiting() -> phonekey::db::Waiting {
+    let gave_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    phonekey::db::Waiting::new(gave_up, ())
+}
+
+/// Makes what a detached request kept, as the server does.
+async fn store(server: &TestServer, writes: Vec<Deferred>) -> Result<(), AppError> {
+    let mut conn = server.state.pool.get().expect("a connection");
+    #[cfg(feature = "mysql")]
+    if let Some(db) = server.state.pool.awaited() {
+        return match detached::store_awaited(&db, writes, waiting()).await? {
+            detached::Stored::Done => Ok(()),
+            detached::Stored::Lost { client_id, family } => {
+                detached::lost_rotation(&mut conn, &client_id, family)
+            }
+            detached::Stored::Elsewhere(writes) => detached::store(&mut conn, writes),
+            detached::Stored::NotStored => panic!("no otp grant here"),
+        };
+    }
+    detached::store(&mut conn, writes)
 }
 
 /// A client with the otp and refresh grants, and a user's first tokens from it.
@@ -82,7 +110,7 @@ async fn a_client_not_yet_cached_sends_its_request_the_ordinary_way() {
 
     // Loading the client needs the database: the flow stops, keeps nothing.
     assert!(matches!(
-        run_detached(&server, &form),
+        run_detached(&server, &form).await,
         Outcome::NeedsDatabase
     ));
     assert_eq!(count_rows(&db, "access_tokens"), 0);
@@ -95,15 +123,15 @@ async fn a_client_not_yet_cached_sends_its_request_the_ordinary_way() {
     assert_eq!(count_rows(&db, "access_tokens"), 1);
 
     // Now cached: it runs, and its token is stored only when asked.
-    let Outcome::Ran { answer, writes } = run_detached(&server, &form) else {
+    let Outcome::Ran { answer, writes } = run_detached(&server, &form).await else {
         panic!("a cached client's request needs no database");
     };
     let issued = answer.expect("a token");
     let claims = jwt_claims(&issued.access_token);
     assert!(matches!(writes.as_slice(), [Deferred::Access(row)] if row.jti == claims["jti"]));
     assert_eq!(count_rows(&db, "access_tokens"), 1);
+    store(&server, writes).await.expect("stored");
     let mut conn = server.state.pool.get().expect("a connection");
-    detached::store(&mut conn, writes).expect("stored");
     let jti = claims["jti"].as_str().expect("a jti");
     let stored = tokens::find_access(conn.db().expect("a connection"), jti).expect("lookup");
     assert_eq!(stored.map(|row| row.client_id), Some(id));
@@ -124,7 +152,7 @@ async fn a_spent_refresh_token_revokes_its_family_once_stored() {
     };
 
     let reuse = refresh_request(&id, &secret, first);
-    let Outcome::Ran { answer, writes } = run_detached(&server, &reuse) else {
+    let Outcome::Ran { answer, writes } = run_detached(&server, &reuse).await else {
         panic!("a cached client's refresh needs no database beyond its read");
     };
     assert!(
@@ -134,8 +162,7 @@ async fn a_spent_refresh_token_revokes_its_family_once_stored() {
     assert!(matches!(writes.as_slice(), [Deferred::RevokeFamily(_)]));
     assert!(!revoked(&second), "nothing is written before it is stored");
 
-    let mut conn = server.state.pool.get().expect("a connection");
-    detached::store(&mut conn, writes).expect("stored");
+    store(&server, writes).await.expect("stored");
     assert!(revoked(&second), "the whole family is revoked");
 }
 
@@ -146,24 +173,83 @@ async fn a_rotation_that_lost_its_token_is_refused_and_revokes_the_family() {
     let first = first.as_str();
     let refresh = refresh_request(&id, &secret, first);
     // Read while unspent...
-    let Outcome::Ran { answer, writes } = run_detached(&server, &refresh) else {
+    let Outcome::Ran { answer, writes } = run_detached(&server, &refresh).await else {
         panic!("a cached client's refresh needs no database beyond its read");
     };
     let issued = answer.expect("tokens, if the rotation holds");
-    assert!(matches!(writes.as_slice(), [Deferred::Rotation { .. }]));
+    assert!(matches!(writes.as_slice(), [Deferred::Rotation(_)]));
     // ... and spent by another request before the rotation is stored.
     let winner = rotate(&server, &id, &secret, first).await;
 
-    let mut conn = server.state.pool.get().expect("a connection");
-    let stored = detached::store(&mut conn, writes);
+    let stored = store(&server, writes).await;
     assert!(
         matches!(&stored, Err(AppError::OAuth(e)) if e.kind == OAuthErrorKind::InvalidGrant),
         "{stored:?}"
     );
     let claims = jwt_claims(&issued.access_token);
     let jti = claims["jti"].as_str().expect("a jti");
+    let mut conn = server.state.pool.get().expect("a connection");
     let db = conn.db().expect("a connection");
     assert!(tokens::find_access(db, jti).expect("lookup").is_none());
     let winner = tokens::find_refresh(db, &winner).expect("lookup");
     assert!(winner.expect("the winner's token").revoked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otp_grant_with_a_wrong_code_stores_nothing_and_runs_the_ordinary_way() {
+    // A login that creates its user: the common case the batch stores.
+    let server = TestServer::start_with(&[("PHONEKEY_OTP_AUTO_CREATE_USERS", "true")]);
+    let (id, secret) = server.client(&[GrantType::Otp], true);
+    let secret = secret.expect("a confidential client's secret");
+    let phone = new_phone();
+    let code = server.get_code(&phone).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let grant = request(&[
+        ("grant_type", "otp"),
+        ("phone", &phone),
+        ("code", wrong),
+        ("client_id", &id),
+        ("client_secret", &secret),
+    ]);
+    let backend = server.state.pool.backend();
+    if backend == phonekey::db::Backend::Sqlite {
+        // There the grant runs whole on the writer thread instead.
+        assert!(detached::plan(&grant, backend).is_none());
+        return;
+    }
+    // Load the client into the cache, as any earlier request of it would.
+    let (status, body, _) = server
+        .token_basic(&id, &secret, &[("grant_type", "otp"), ("phone", &phone)])
+        .await;
+    expect_error(status, &body, 400, "invalid_request");
+
+    // The flow cannot tell a wrong code from a right one: the batched
+    // write that spends it can, and leaves everything as it was.
+    let Outcome::Ran { answer, writes } = run_detached(&server, &grant).await else {
+        panic!("a cached client's otp grant needs no database beyond its read");
+    };
+    assert!(answer.is_ok(), "{answer:?}");
+    #[cfg(feature = "mysql")]
+    {
+        let db = server
+            .state
+            .pool
+            .awaited()
+            .expect("MySQL's batched statements");
+        let stored = detached::store_awaited(&db, writes, waiting()).await;
+        assert!(matches!(stored, Ok(detached::Stored::NotStored)));
+        assert_eq!(count_rows(&server.db.url(), "access_tokens"), 0);
+        assert_eq!(count_rows(&server.db.url(), "users"), 0);
+    }
+    #[cfg(not(feature = "mysql"))]
+    drop(writes);
+
+    // Over HTTP the same request runs the ordinary way, which counts the
+    // attempt; the right code then still works.
+    let form = [("grant_type", "otp"), ("phone", &phone), ("code", wrong)];
+    let (status, body, _) = server.token_basic(&id, &secret, &form).await;
+    expect_error(status, &body, 400, "invalid_grant");
+    let form = [("grant_type", "otp"), ("phone", &phone), ("code", &code)];
+    let (status, body, _) = server.token_basic(&id, &secret, &form).await;
+    assert_eq!(status, 200, "{body}");
 }

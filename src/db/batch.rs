@@ -13,11 +13,13 @@
 //! bad row fails only its own request.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use tokio::sync::oneshot;
 
 use super::tokens::{self, AccessTokenRow, RefreshTokenRow, WithUsername};
 use super::{codes, fixed, otp_grant, tickets, users, DbConn, DbError, DbResult, TRUST_FOR};
@@ -36,7 +38,62 @@ type Statement<R, A> = fn(&mut DbConn, &[R]) -> DbResult<Vec<A>>;
 
 struct Pending<R, A> {
     row: R,
-    reply: SyncSender<DbResult<A>>,
+    reply: Reply<A>,
+}
+
+/// How a row's answer reaches its request.
+enum Reply<A> {
+    /// A thread blocked in `Batcher::run`.
+    Blocked(SyncSender<DbResult<A>>),
+    /// A request awaiting `Batcher::submit`'s answer. What it holds is let
+    /// go before it hears (fields drop in order), so that its place is free
+    /// by then.
+    Awaited {
+        waiting: Waiting,
+        answer: oneshot::Sender<DbResult<A>>,
+    },
+}
+
+impl<A> Reply<A> {
+    fn send(self, answer: DbResult<A>) {
+        // A caller that is gone has nothing left to be told.
+        match self {
+            Reply::Blocked(reply) => {
+                let _ = reply.send(answer);
+            }
+            Reply::Awaited {
+                waiting,
+                answer: reply,
+            } => {
+                drop(waiting);
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn gave_up(&self) -> bool {
+        matches!(self, Reply::Awaited { waiting, .. } if waiting.gave_up.load(Ordering::Relaxed))
+    }
+}
+
+/// What a request that awaits a batched statement hands over with its row:
+/// the flag it sets when it stops waiting, after which its row is left out
+/// of any batch, and what it holds until its row is answered or left out
+/// (its place in the server's backlog), so that rows queued behind a
+/// database that stopped answering neither pile up nor run for nobody once
+/// it answers again.
+pub struct Waiting {
+    gave_up: Arc<AtomicBool>,
+    _held: Box<dyn Send>,
+}
+
+impl Waiting {
+    pub fn new(gave_up: Arc<AtomicBool>, held: impl Send + 'static) -> Waiting {
+        Waiting {
+            gave_up,
+            _held: Box::new(held),
+        }
+    }
 }
 
 /// Runs rows of one kind through one thread with its own connection, started
@@ -102,20 +159,41 @@ impl<R: Send + 'static, A: Clone + Send + 'static> Batcher<R, A> {
     /// Runs `row` with whatever else is queued; returns its answer once the
     /// statement that holds it has committed.
     pub fn run(&self, row: R) -> DbResult<A> {
-        let stopped = || DbError::Unavailable("the batching thread did not answer".into());
-        if !*self.started.get_or_init(|| self.start()) {
-            return Err(stopped());
-        }
         let (reply, answer) = mpsc::sync_channel(1);
-        let sent = self
-            .rows
-            .as_ref()
-            .is_some_and(|rows| rows.send(Pending { row, reply }).is_ok());
-        if !sent {
+        if !self.queue_row(row, Reply::Blocked(reply)) {
             return Err(stopped());
         }
         answer.recv().unwrap_or_else(|_| Err(stopped()))
     }
+
+    /// `run` for a request that awaits the answer instead of blocking a
+    /// thread for it.
+    pub async fn submit(&self, row: R, waiting: Waiting) -> DbResult<A> {
+        let (reply, answer) = oneshot::channel();
+        if !self.queue_row(
+            row,
+            Reply::Awaited {
+                waiting,
+                answer: reply,
+            },
+        ) {
+            return Err(stopped());
+        }
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Queues `row` for the thread, started if need be; false if there is none.
+    fn queue_row(&self, row: R, reply: Reply<A>) -> bool {
+        *self.started.get_or_init(|| self.start())
+            && self
+                .rows
+                .as_ref()
+                .is_some_and(|rows| rows.send(Pending { row, reply }).is_ok())
+    }
+}
+
+fn stopped() -> DbError {
+    DbError::Unavailable("the batching thread did not answer".into())
 }
 
 impl<R, A> Drop for Batcher<R, A> {
@@ -147,13 +225,16 @@ impl<R, A> BatchThread<R, A> {
         }
     }
 
-    fn run_batch(&mut self, batch: Vec<Pending<R, A>>) {
+    fn run_batch(&mut self, mut batch: Vec<Pending<R, A>>) {
+        batch.retain(|pending| !pending.reply.gave_up());
+        if batch.is_empty() {
+            return;
+        }
         let (rows, replies): (Vec<R>, Vec<_>) = batch.into_iter().map(|p| (p.row, p.reply)).unzip();
-        // A caller that is gone has nothing left to be told.
         match self.run(&rows) {
             Ok(answers) => {
                 for (answer, reply) in answers.into_iter().zip(replies) {
-                    let _ = reply.send(Ok(answer));
+                    reply.send(Ok(answer));
                 }
             }
             // Nothing of the batch was done; each row alone says what is
@@ -161,12 +242,12 @@ impl<R, A> BatchThread<R, A> {
             Err(e) if rows.len() > 1 && !matches!(e, DbError::Unavailable(_)) => {
                 for (row, reply) in rows.iter().zip(replies) {
                     let one = self.run(std::slice::from_ref(row));
-                    let _ = reply.send(one.and_then(|mut a| a.pop().ok_or_else(no_answer)));
+                    reply.send(one.and_then(|mut a| a.pop().ok_or_else(no_answer)));
                 }
             }
             Err(e) => {
                 for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
+                    reply.send(Err(e.clone()));
                 }
             }
         }
@@ -319,6 +400,43 @@ mod tests {
         assert!(matches!(batcher.run(3), Ok(6)));
         // The connection the panic left in an unknown state was replaced.
         assert_eq!(opened.load(Ordering::SeqCst), 2);
+    }
+
+    fn in_memory() -> DbResult<DbConn> {
+        SqliteConnection::establish(":memory:")
+            .map(DbConn::Sqlite)
+            .map_err(|e| DbError::Unavailable(e.to_string()))
+    }
+
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts the rows it is given, and doubles them.
+    fn counted(conn: &mut DbConn, rows: &[i32]) -> DbResult<Vec<i32>> {
+        conn.ping()?;
+        SEEN.fetch_add(rows.len(), Ordering::SeqCst);
+        Ok(rows.iter().map(|r| r * 2).collect())
+    }
+
+    #[test]
+    fn an_awaited_row_is_answered_unless_its_request_gave_up() {
+        let batcher = Batcher::new("test", Arc::new(in_memory), counted);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let held = Arc::new(());
+        let waiting =
+            |gave_up: bool| Waiting::new(Arc::new(AtomicBool::new(gave_up)), held.clone());
+
+        let answer = runtime.block_on(batcher.submit(21, waiting(false)));
+        assert!(matches!(answer, Ok(42)));
+        assert_eq!(SEEN.swap(0, Ordering::SeqCst), 1);
+
+        // Its request stopped waiting before the batch ran: the row is left
+        // out, and what the request held (its backlog place) is let go.
+        let answer = runtime.block_on(batcher.submit(5, waiting(true)));
+        assert!(matches!(answer, Err(DbError::Unavailable(_))));
+        assert_eq!(SEEN.swap(0, Ordering::SeqCst), 0);
+        assert_eq!(Arc::strong_count(&held), 1);
     }
 
     static ATTEMPTS: AtomicUsize = AtomicUsize::new(0);

@@ -25,6 +25,8 @@ macro_rules! on_backend {
 }
 
 #[cfg(feature = "mysql")]
+pub mod awaited;
+#[cfg(feature = "mysql")]
 mod batch;
 pub mod clients;
 pub mod codes;
@@ -47,6 +49,9 @@ pub mod users;
 mod writer;
 
 pub use writer::GroupWriter;
+
+#[cfg(feature = "mysql")]
+pub use batch::Waiting;
 
 #[cfg(feature = "mysql")]
 use std::sync::atomic::{AtomicBool, Ordering};

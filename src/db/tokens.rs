@@ -29,6 +29,12 @@ pub fn refresh_key(backend: Backend, token: &str) -> String {
     }
 }
 
+/// Whether a token that `refresh_key` does not find may be stored under
+/// an earlier key (`lookup_refresh` looks there too).
+pub fn may_have_earlier_key(backend: Backend, token: &str) -> bool {
+    legacy_refresh_key(backend, token).is_some()
+}
+
 /// MySQL: the key a token with a creation time was stored under before
 /// 2026-11-27 (its bare hash), looked up when `refresh_key` finds nothing.
 fn legacy_refresh_key(backend: Backend, token: &str) -> Option<String> {
@@ -127,10 +133,10 @@ pub(super) fn insert_refresh_many<'a>(
 /// A refresh rotation queued for `rotate_refresh_rows`.
 #[cfg(feature = "mysql")]
 pub(super) struct Rotation {
-    old_key: String,
-    now: i64,
-    access: AccessTokenRow,
-    refresh: RefreshTokenRow,
+    pub(super) old_key: String,
+    pub(super) now: i64,
+    pub(super) access: AccessTokenRow,
+    pub(super) refresh: RefreshTokenRow,
 }
 
 /// Many rotations in one transaction (MySQL's batched writes, `db::batch`):

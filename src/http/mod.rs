@@ -160,6 +160,17 @@ impl AppState {
         Ok((given_up, job))
     }
 
+    /// MySQL: a place in the backlog for a row of a batched statement that
+    /// the request awaits, and the flag `within_timeout` sets if it gives up.
+    #[cfg(feature = "mysql")]
+    fn waiting(&self) -> AppResult<(Arc<AtomicBool>, crate::db::Waiting)> {
+        let (given_up, admitted) = self.admission()?;
+        Ok((
+            given_up.clone(),
+            crate::db::Waiting::new(given_up, admitted),
+        ))
+    }
+
     /// `admit`'s place in the backlog and its flag, for a job built elsewhere.
     fn admission(&self) -> AppResult<(Arc<AtomicBool>, Admitted)> {
         let place = self.backlog.take().ok_or_else(|| {

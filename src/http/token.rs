@@ -11,7 +11,7 @@ use serde_json::json;
 use super::body;
 use super::AppState;
 use crate::core::Core;
-use crate::db::{Backend, Conn};
+use crate::db::Conn;
 use crate::error::{AppError, AppResult};
 use crate::oauth::request::TokenRequest;
 use crate::oauth::store::Issued;
@@ -57,11 +57,9 @@ pub async fn token(
     payload: web::Payload,
 ) -> AppResult<HttpResponse> {
     let request = form_request(&state, &req, payload).await?;
-    let detached = match detached::plan(&request) {
-        Some(read) if state.pool.backend() == Backend::Sqlite => {
-            detached_token(&state, &request, read).await?
-        }
-        _ => None,
+    let detached = match detached::plan(&request, state.pool.backend()) {
+        Some(read) => detached_token(&state, &request, read).await?,
+        None => None,
     };
     let issued = match detached {
         Some(issued) => issued,
@@ -94,27 +92,51 @@ pub async fn token(
         .json(response))
 }
 
-/// SQLite: a client-credentials or refresh request with its read and its
-/// writes as jobs on the writer thread and the rest here, on this worker,
-/// with no connection (`oauth::detached`); `None` if it needed the database
-/// for more, and has written nothing.
+/// A token request with its one read and its writes where writes run and
+/// the rest here, on this worker, with no connection (`oauth::detached`):
+/// on SQLite as jobs on the writer thread, on MySQL as rows of batched
+/// statements awaited here. `None` if it needed the database for more (or,
+/// on MySQL, its otp grant was not the common case), having written
+/// nothing: it then runs the ordinary way.
 async fn detached_token(
     state: &AppState,
     request: &TokenRequest,
     read: detached::Read,
 ) -> AppResult<Option<Issued>> {
+    #[cfg(feature = "mysql")]
+    if let Some(db) = state.pool.awaited() {
+        let (gave_up, waiting) = state.waiting()?;
+        let prefetched = detached::read_awaited(&db, read, waiting);
+        let prefetched = state.within_timeout(prefetched, gave_up).await?;
+        let Some((answer, writes)) = run_detached(state, request, prefetched)? else {
+            return Ok(None);
+        };
+        if writes.is_empty() {
+            return answer.map(Some);
+        }
+        let (gave_up, waiting) = state.waiting()?;
+        let stored = detached::store_awaited(&db, writes, waiting);
+        match state.within_timeout(stored, gave_up).await? {
+            detached::Stored::Done => {}
+            detached::Stored::NotStored => return Ok(None),
+            detached::Stored::Lost { client_id, family } => {
+                state
+                    .blocking(move |conn, _| detached::lost_rotation(conn, &client_id, family))
+                    .await?
+            }
+            detached::Stored::Elsewhere(writes) => {
+                state
+                    .blocking(move |conn, _| detached::store(conn, writes))
+                    .await?
+            }
+        }
+        return answer.map(Some);
+    }
     let prefetched = state
         .on_writer(move |conn, _| detached::read(conn, read))
         .await?;
-    // The flow is CPU only (a cached client, one signature); a panic in it
-    // is this request's 500, as it would be on a blocking thread.
-    let ran = catch_unwind(AssertUnwindSafe(|| {
-        detached::run(&state.core, state.pool.detached(), request, prefetched)
-    }))
-    .map_err(|_| AppError::Internal("a token request panicked".into()))?;
-    let (answer, writes) = match ran {
-        detached::Outcome::Ran { answer, writes } => (answer, writes),
-        detached::Outcome::NeedsDatabase => return Ok(None),
+    let Some((answer, writes)) = run_detached(state, request, prefetched)? else {
+        return Ok(None);
     };
     if !writes.is_empty() {
         state
@@ -122,6 +144,23 @@ async fn detached_token(
             .await?;
     }
     answer.map(Some)
+}
+
+/// The flow of a detached request, here: CPU only (a cached client, one
+/// signature). A panic in it is this request's 500, as on a blocking thread.
+fn run_detached(
+    state: &AppState,
+    request: &TokenRequest,
+    prefetched: detached::Prefetched,
+) -> AppResult<Option<(AppResult<Issued>, Vec<detached::Deferred>)>> {
+    let ran = catch_unwind(AssertUnwindSafe(|| {
+        detached::run(&state.core, state.pool.detached(), request, prefetched)
+    }))
+    .map_err(|_| AppError::Internal("a token request panicked".into()))?;
+    Ok(match ran {
+        detached::Outcome::Ran { answer, writes } => Some((answer, writes)),
+        detached::Outcome::NeedsDatabase => None,
+    })
 }
 
 pub async fn introspect(

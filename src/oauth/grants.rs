@@ -62,7 +62,10 @@ pub fn otp(
     // login costs one commit. The token is signed before it, for the phone's
     // user as read now or for the user about to be created.
     let now = store.now;
-    let known = db::users::lookup_user_id_by_phone(&mut store.conn(), phone)?;
+    let known = match store.prefetched.phone_user(phone) {
+        Some(known) => known,
+        None => db::users::lookup_user_id_by_phone(&mut store.conn(), phone)?,
+    };
     let auto_create = core.config.otp.auto_create_users;
     // An id is drawn only for a user that may be created.
     let new_id = (known.is_none() && auto_create).then(users::new_user_id);
@@ -120,6 +123,7 @@ fn store_common_case(
     new_id: Option<&str>,
     tokens: Prepared,
 ) -> AppResult<Result<Prepared, Prepared>> {
+    use super::detached::Deferred;
     use db::otp_grant::{GrantWrite, Outcome};
     use db::proofs::ProofKey;
     let (core, now) = (store.core, store.now);
@@ -145,7 +149,11 @@ fn store_common_case(
         access: access.clone(),
         refresh: refresh.cloned(),
     };
-    Ok(match db::otp_grant::store(&mut store.conn(), write)? {
+    let Some(Deferred::OtpGrant(write)) = store.defer(Deferred::OtpGrant(Box::new(write))) else {
+        // Kept for later, as if stored: a detached request's caller stores it.
+        return Ok(Ok(tokens));
+    };
+    Ok(match db::otp_grant::store(&mut store.conn(), *write)? {
         Outcome::Stored => Ok(tokens),
         Outcome::NotStored => Err(tokens),
     })

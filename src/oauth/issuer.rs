@@ -10,7 +10,7 @@ use oxide_auth::primitives::grant::{Extensions, Grant};
 use oxide_auth::primitives::issuer::{IssuedToken, Issuer, RefreshedToken, TokenType};
 use url::Url;
 
-use super::detached::Deferred;
+use super::detached::{Deferred, Rotation};
 use super::keys::{AccessClaims, KeyRing};
 use super::store::{Issued, OAuthStore};
 use super::OAuthError;
@@ -197,26 +197,22 @@ impl OAuthStore<'_> {
                 let refresh = refresh_row.ok_or_else(|| {
                     AppError::Internal("a refresh without a new refresh token".into())
                 })?;
-                let rotation = Deferred::Rotation {
+                let rotation = Rotation {
                     old_key: old.to_string(),
                     now,
                     access: access_row,
-                    refresh: Box::new(refresh),
+                    refresh,
                     family: self.family.borrow().clone(),
                 };
-                if let Some(Deferred::Rotation {
-                    old_key,
-                    access,
-                    refresh,
-                    ..
-                }) = self.defer(rotation)
+                if let Some(Deferred::Rotation(r)) =
+                    self.defer(Deferred::Rotation(Box::new(rotation)))
                 {
                     if !db::tokens::store_rotation(
                         &mut self.conn(),
-                        old_key,
+                        r.old_key,
                         now,
-                        access,
-                        *refresh,
+                        r.access,
+                        r.refresh,
                     )? {
                         return Err(already_used());
                     }
@@ -356,9 +352,9 @@ impl Issuer for OAuthStore<'_> {
         if !secrets::plausible_token(token) {
             return Ok(None);
         }
-        let row = match &self.prefetched {
-            Some((prefetched, row)) if prefetched == token => row.clone(),
-            _ => db::tokens::lookup_refresh(&mut self.conn(), token)
+        let row = match self.prefetched.refresh_row(token) {
+            Some(row) => row,
+            None => db::tokens::lookup_refresh(&mut self.conn(), token)
                 .map_err(|e| self.fail(e.into()))?,
         };
         let Some(row) = row else { return Ok(None) };

@@ -6,9 +6,8 @@
 use std::cell::{RefCell, RefMut};
 
 use super::clients::Client;
-use super::detached::Deferred;
+use super::detached::{Deferred, Prefetched};
 use crate::core::Core;
-use crate::db::tokens::RefreshTokenRow;
 use crate::db::Conn;
 use crate::error::{AppError, AppResult};
 
@@ -54,8 +53,8 @@ pub struct OAuthStore<'a> {
     /// Set when the request runs without a connection (`oauth::detached`):
     /// the writes it would have made, for its caller to make afterwards.
     pub(super) deferred: Option<RefCell<Vec<Deferred>>>,
-    /// A detached refresh's token, and its row as read beforehand.
-    pub(super) prefetched: Option<(String, Option<RefreshTokenRow>)>,
+    /// What a detached request read beforehand.
+    pub(super) prefetched: Prefetched,
     /// oxide-auth's client_credentials flow asks for an extension system; we have none.
     pub(super) no_extension: (),
 }
@@ -78,7 +77,7 @@ impl<'a> OAuthStore<'a> {
             audience: RefCell::new(None),
             issued: RefCell::new(None),
             deferred: None,
-            prefetched: None,
+            prefetched: Prefetched::default(),
             no_extension: (),
         }
     }
