@@ -28,8 +28,9 @@ pub fn statements_batched(request: &TokenRequest) -> bool {
 /// (`AppState::on_writer`): the otp grant, which signs one token around its
 /// writes. Measured in three pairs each: otp_login +15/+20/+31%, otp_token
 /// +17/+25/-6%.
-/// Client-credentials and refresh tokens were slower there: their signing
-/// alone kept the one writer thread busy.
+/// Client-credentials and refresh tokens were slower there (their signing
+/// alone kept the one writer thread busy); they run detached instead
+/// (`oauth::detached`: only their read and writes on the writer thread).
 pub fn fits_on_writer(request: &TokenRequest) -> bool {
     matches!(
         request.param("grant_type").and_then(GrantType::parse),
