@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::core::Core;
-use crate::db::{self, users::AccountRow, users::UserRow, Conn, DbConn, DbError};
+use crate::db::tickets::TicketRow;
+use crate::db::{self, users::AccountRow, users::UserRow, Conn, DbConn, DbError, DbResult};
 use crate::error::{AppError, AppResult};
 use crate::{otp, phone, secrets};
 
@@ -366,15 +367,34 @@ pub fn read_sign_up(input: &Value, region: Option<phone::Region>) -> AppResult<S
 
 /// `PUT /api/v1/user/`: creates a user for the phone a verification ticket proves.
 pub fn create(conn: &mut Conn, core: &Core, sign_up: SignUp, now: i64) -> AppResult<UserView> {
+    let ticket = db::tickets::lookup(conn, &sign_up.ticket_hash(core)?)?;
+    let (write, view) = sign_up_rows(sign_up, ticket, now)?;
+    signed_up(db::users::create_with_ticket(conn, write), view)
+}
+
+impl SignUp {
+    /// The hash of the ticket it presents (`otp::presented_ticket`).
+    pub fn ticket_hash(&self, core: &Core) -> AppResult<String> {
+        otp::presented_ticket(core, &self.secret)
+    }
+}
+
+/// The write that creates the user, given the ticket found under
+/// `SignUp::ticket_hash`, and what the user will look like: the ticket is
+/// checked before anything else. Hashes the password, if any.
+pub fn sign_up_rows(
+    sign_up: SignUp,
+    ticket: Option<TicketRow>,
+    now: i64,
+) -> AppResult<(db::users::SignUpWrite, UserView)> {
     let SignUp {
-        secret,
+        secret: _,
         user: fields,
         account: account_fields,
         phone,
         mut errors,
     } = sign_up;
-    // The ticket is checked before anything else.
-    let ticket = otp::ticket_for_user(conn, core, &secret, now)?;
+    let ticket = otp::usable_for_user(ticket, now)?;
     if phone?.is_some_and(|p| p != ticket.phone) {
         errors.add(&["account", "phone"], "does not match the verified phone");
     }
@@ -408,7 +428,12 @@ pub fn create(conn: &mut Conn, core: &Core, sign_up: SignUp, now: i64) -> AppRes
         user,
         account,
     };
-    match db::users::create_with_ticket(conn, write) {
+    Ok((write, view))
+}
+
+/// The answer to a sign-up whose write answered `stored`.
+pub fn signed_up(stored: DbResult<bool>, view: UserView) -> AppResult<UserView> {
+    match stored {
         Ok(true) => Ok(view),
         Ok(false) => Err(AppError::InvalidSecretIdentifier),
         Err(DbError::Conflict(m)) => Err(AppError::Conflict {

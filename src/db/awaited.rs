@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use super::batch::{Batched, Waiting};
 use super::otp_grant::{GrantWrite, Outcome};
+use super::tickets::{TicketForCode, TicketRow};
 use super::tokens::{self, AccessTokenRow, RefreshTokenRow, Rotation};
+use super::users::SignUpWrite;
 use super::{Backend, DbResult, Pool};
 
 /// The batched statements of a MySQL pool; `None` on SQLite.
@@ -63,6 +65,29 @@ impl Awaited {
             refresh,
         };
         self.0.rotations.submit(rotation, waiting).await
+    }
+
+    /// `tickets::store_for_code`: a right code spent and its ticket stored.
+    pub async fn store_ticket_for_code(
+        &self,
+        write: TicketForCode,
+        waiting: Waiting,
+    ) -> DbResult<Option<bool>> {
+        self.0.tickets_for_codes.submit(write, waiting).await
+    }
+
+    /// `tickets::lookup`: the ticket stored under this hash.
+    pub async fn lookup_ticket(
+        &self,
+        hash: String,
+        waiting: Waiting,
+    ) -> DbResult<Option<TicketRow>> {
+        self.0.ticket_lookups.submit(hash, waiting).await
+    }
+
+    /// `users::create_with_ticket`: the ticket spent and the user created.
+    pub async fn create_with_ticket(&self, write: SignUpWrite, waiting: Waiting) -> DbResult<bool> {
+        self.0.sign_ups.submit(write, waiting).await
     }
 
     /// `otp_grant::store`.

@@ -197,29 +197,76 @@ pub fn verify_for_ticket(
     code: &str,
     now: i64,
 ) -> AppResult<Ticket> {
-    let secret = secrets::random_hex(24);
-    let row = ticket_row(core, &secret, phone, now);
-    let expires_in = core.config.otp.ticket_ttl;
     // On MySQL a right code is spent with the verifycodes of concurrent
     // requests; anything else takes the path below, which says why.
     #[cfg(feature = "mysql")]
-    if code.len() <= MAX_CODE_LEN {
-        let write = db::tickets::TicketForCode {
-            code: db::proofs::ProofKey::Code {
-                hash: code_hash(core, phone, code),
-                max_attempts: core.config.otp.max_attempts,
-            },
-            ticket: row.clone(),
-            now,
-        };
+    if let Some((write, pending)) = prepare_ticket(core, phone, code, now) {
         if let Some(user_exists) = db::tickets::store_for_code(conn, write)? {
-            return Ok(Ticket {
-                secret_identifier: secret,
-                expires_in,
-                user_exists,
-            });
+            return Ok(pending.stored(user_exists));
         }
     }
+    verify_for_ticket_one_by_one(conn, core, phone, code, now)
+}
+
+/// MySQL: verifycode's common case made without the database: the batched
+/// write that spends a right code and stores the ticket, and the ticket it
+/// answers once stored. `None` for a code too long to be right.
+#[cfg(feature = "mysql")]
+pub fn prepare_ticket(
+    core: &Core,
+    phone: &str,
+    code: &str,
+    now: i64,
+) -> Option<(db::tickets::TicketForCode, PendingTicket)> {
+    if code.len() > MAX_CODE_LEN {
+        return None;
+    }
+    let secret = secrets::random_hex(24);
+    let write = db::tickets::TicketForCode {
+        code: db::proofs::ProofKey::Code {
+            hash: code_hash(core, phone, code),
+            max_attempts: core.config.otp.max_attempts,
+        },
+        ticket: ticket_row(core, &secret, phone, now),
+        now,
+    };
+    let pending = PendingTicket {
+        secret_identifier: secret,
+        expires_in: core.config.otp.ticket_ttl,
+    };
+    Some((write, pending))
+}
+
+/// A ticket whose write is on its way.
+#[cfg(feature = "mysql")]
+pub struct PendingTicket {
+    secret_identifier: String,
+    expires_in: i64,
+}
+
+#[cfg(feature = "mysql")]
+impl PendingTicket {
+    pub fn stored(self, user_exists: bool) -> Ticket {
+        Ticket {
+            secret_identifier: self.secret_identifier,
+            expires_in: self.expires_in,
+            user_exists,
+        }
+    }
+}
+
+/// `verify_for_ticket` with its statements made one by one: counts a wrong
+/// code's attempt and says why it failed.
+pub fn verify_for_ticket_one_by_one(
+    conn: &mut Conn,
+    core: &Core,
+    phone: &str,
+    code: &str,
+    now: i64,
+) -> AppResult<Ticket> {
+    let secret = secrets::random_hex(24);
+    let row = ticket_row(core, &secret, phone, now);
+    let expires_in = core.config.otp.ticket_ttl;
     verify_code(conn, core, phone, code, now, move |conn| {
         db::tickets::insert(conn, &row)?;
         Ok(Ticket {
@@ -266,10 +313,22 @@ pub fn ticket_for_user(
     secret: &str,
     now: i64,
 ) -> AppResult<TicketRow> {
+    let found = db::tickets::lookup(conn, &presented_ticket(core, secret)?)?;
+    usable_for_user(found, now)
+}
+
+/// The hash a presented ticket is stored under; refused at once if it
+/// cannot be one.
+pub fn presented_ticket(core: &Core, secret: &str) -> AppResult<String> {
     if !secrets::plausible_token(secret) {
         return Err(AppError::InvalidSecretIdentifier);
     }
-    match db::tickets::lookup(conn, &ticket_hash(core, secret))? {
+    Ok(ticket_hash(core, secret))
+}
+
+/// The ticket found under that hash, if it may still create a user.
+pub fn usable_for_user(found: Option<TicketRow>, now: i64) -> AppResult<TicketRow> {
+    match found {
         Some(t) if t.used_for_user_at.is_none() && t.expires_at > now => Ok(t),
         _ => Err(AppError::InvalidSecretIdentifier),
     }
