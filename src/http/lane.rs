@@ -1,8 +1,9 @@
 //! MySQL: threads of their own for the requests whose statements are all
-//! batched in the common case (introspection, getcode, verifycode, user
-//! creation; client-credentials, refresh and otp-grant tokens when they
-//! cannot run detached, `oauth::detached`, which awaits their batches on
-//! the HTTP worker instead and so spares two hand-offs and a thread). Such a
+//! batched in the common case: introspection and getcode, and the token
+//! requests, verifycodes and sign-ups whose batched write did not settle
+//! them (the common case awaits its batches on the HTTP worker instead,
+//! which spares two hand-offs and a thread: `oauth::detached`,
+//! `db::awaited`). Such a
 //! request spends its time waiting for its batch and holds no pooled
 //! connection meanwhile (`db::Conn` takes one only for a statement that is
 //! not batched), so many more can wait than the pool has connections, and
