@@ -67,7 +67,10 @@ impl Awaited {
         self.0.rotations.submit(rotation, waiting).await
     }
 
-    /// `tickets::store_for_code`: a right code spent and its ticket stored.
+    /// Spends the code and stores the ticket, with the verifycodes of
+    /// concurrent requests; answers whether the phone has a user, as of that
+    /// transaction. `None`: nothing was stored (the code did not spend): the
+    /// one-by-one path (`otp::verify_for_ticket`) must run and say why.
     pub async fn store_ticket_for_code(
         &self,
         write: TicketForCode,

@@ -50,7 +50,7 @@ enum Reply<A> {
     /// by then.
     Awaited {
         waiting: Waiting,
-        answer: oneshot::Sender<DbResult<A>>,
+        reply: oneshot::Sender<DbResult<A>>,
     },
 }
 
@@ -61,10 +61,7 @@ impl<A> Reply<A> {
             Reply::Blocked(reply) => {
                 let _ = reply.send(answer);
             }
-            Reply::Awaited {
-                waiting,
-                answer: reply,
-            } => {
+            Reply::Awaited { waiting, reply } => {
                 drop(waiting);
                 let _ = reply.send(answer);
             }
@@ -170,13 +167,7 @@ impl<R: Send + 'static, A: Clone + Send + 'static> Batcher<R, A> {
     /// thread for it.
     pub async fn submit(&self, row: R, waiting: Waiting) -> DbResult<A> {
         let (reply, answer) = oneshot::channel();
-        if !self.queue_row(
-            row,
-            Reply::Awaited {
-                waiting,
-                answer: reply,
-            },
-        ) {
+        if !self.queue_row(row, Reply::Awaited { waiting, reply }) {
             return Err(stopped());
         }
         answer.await.unwrap_or_else(|_| Err(stopped()))

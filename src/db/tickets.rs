@@ -77,19 +77,7 @@ pub struct TicketForCode {
     pub now: i64,
 }
 
-/// Spends the code and stores the ticket, with the verifycodes of concurrent
-/// requests (`db::batch`); answers whether the phone has a user, as of that
-/// transaction. `None`: nothing was stored (the code did not spend, or
-/// there is no batching here): the one-by-one path must run and say why.
-#[cfg(feature = "mysql")]
-pub fn store_for_code(conn: &mut super::Conn, write: TicketForCode) -> DbResult<Option<bool>> {
-    match &conn.batched {
-        Some(batched) => batched.tickets_for_codes.run(write),
-        None => Ok(None),
-    }
-}
-
-/// `store_for_code` for many requests: one alone is the one-by-one
+/// verifycode's write for many requests (`db::awaited`): one alone is the one-by-one
 /// statements; more spend their codes together (`db::proofs`), insert the
 /// tickets with one multi-row `INSERT` and look up which phones have a user
 /// with one `SELECT`.

@@ -22,7 +22,18 @@ pub(super) async fn send_code(
     phone: &str,
     ip: String,
 ) -> AppResult<otp::NewCode> {
-    let issued = issue_code(state, phone, ip).await?;
+    // Batched with concurrent getcodes on MySQL, on the writer on SQLite.
+    // (Awaiting its batch here instead of on a lane thread, as verifycode
+    // does, was faster but let more getcodes that had been answered `503` in
+    // a hang count against their phones once the database answered: every
+    // row queued before the hung batch was sent went with it, not only as
+    // many as there are lane threads; `tests/outage.rs`.)
+    let issued = {
+        let phone = phone.to_string();
+        state
+            .on_writer(move |conn, core| otp::issue_code(conn, core, &phone, &ip, core.now()))
+            .await?
+    };
     let core = &state.core;
     let message = SmsMessage {
         body: sms::render(
@@ -42,20 +53,6 @@ pub(super) async fn send_code(
         return Err(AppError::SmsUnavailable);
     }
     Ok(issued)
-}
-
-/// Counts getcode's limits and stores its code: on MySQL batched with
-/// concurrent getcodes, on SQLite on the writer thread. (Awaiting its batch
-/// here instead of on a lane thread, as verifycode does, was faster but let
-/// more getcodes that had been answered `503` in a hang count against their
-/// phones once the database answered: every row queued before the hung
-/// batch was sent went with it, not only as many as there are lane threads;
-/// `tests/outage.rs`.)
-async fn issue_code(state: &AppState, phone: &str, ip: String) -> AppResult<otp::NewCode> {
-    let phone = phone.to_string();
-    state
-        .on_writer(move |conn, core| otp::issue_code(conn, core, &phone, &ip, core.now()))
-        .await
 }
 
 pub async fn getcode(
@@ -96,7 +93,7 @@ async fn verify_for_ticket(
         }
         return state
             .batched(move |conn, core| {
-                otp::verify_for_ticket_one_by_one(conn, core, &phone, &code, core.now())
+                otp::verify_for_ticket(conn, core, &phone, &code, core.now())
             })
             .await;
     }

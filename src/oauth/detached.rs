@@ -233,14 +233,12 @@ pub enum Stored {
 #[cfg(feature = "mysql")]
 pub async fn store_awaited(
     db: &Awaited,
-    mut writes: Vec<Deferred>,
+    writes: Vec<Deferred>,
     waiting: Waiting,
 ) -> AppResult<Stored> {
-    if writes.len() != 1 {
-        return Ok(Stored::Elsewhere(writes));
-    }
-    let Some(write) = writes.pop() else {
-        return Ok(Stored::Done);
+    let [write] = match <[Deferred; 1]>::try_from(writes) {
+        Ok(one) => one,
+        Err(writes) => return Ok(Stored::Elsewhere(writes)),
     };
     match write {
         Deferred::Access(row) => db.store_access(row, waiting).await?,

@@ -189,25 +189,6 @@ fn ticket_row(core: &Core, secret: &str, phone: &str, now: i64) -> TicketRow {
     }
 }
 
-/// `verifycode`: spends the code and returns a verification ticket.
-pub fn verify_for_ticket(
-    conn: &mut Conn,
-    core: &Core,
-    phone: &str,
-    code: &str,
-    now: i64,
-) -> AppResult<Ticket> {
-    // On MySQL a right code is spent with the verifycodes of concurrent
-    // requests; anything else takes the path below, which says why.
-    #[cfg(feature = "mysql")]
-    if let Some((write, pending)) = prepare_ticket(core, phone, code, now) {
-        if let Some(user_exists) = db::tickets::store_for_code(conn, write)? {
-            return Ok(pending.stored(user_exists));
-        }
-    }
-    verify_for_ticket_one_by_one(conn, core, phone, code, now)
-}
-
 /// MySQL: verifycode's common case made without the database: the batched
 /// write that spends a right code and stores the ticket, and the ticket it
 /// answers once stored. `None` for a code too long to be right.
@@ -255,9 +236,11 @@ impl PendingTicket {
     }
 }
 
-/// `verify_for_ticket` with its statements made one by one: counts a wrong
-/// code's attempt and says why it failed.
-pub fn verify_for_ticket_one_by_one(
+/// `verifycode`: spends the code and returns a verification ticket, one
+/// statement at a time (SQLite; on MySQL what `prepare_ticket`'s batched
+/// write did not settle): counts a wrong code's attempt and says why it
+/// failed.
+pub fn verify_for_ticket(
     conn: &mut Conn,
     core: &Core,
     phone: &str,
@@ -304,17 +287,6 @@ pub fn consume_proof<T: Send + 'static>(
             })
         }
     }
-}
-
-/// The ticket behind a secret identifier, if it can still create a user.
-pub fn ticket_for_user(
-    conn: &mut Conn,
-    core: &Core,
-    secret: &str,
-    now: i64,
-) -> AppResult<TicketRow> {
-    let found = db::tickets::lookup(conn, &presented_ticket(core, secret)?)?;
-    usable_for_user(found, now)
 }
 
 /// The hash a presented ticket is stored under; refused at once if it
